@@ -73,7 +73,8 @@ def save_checkpoint(
     state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     meta = {"config": cfg, "extra": extra or {}}
-    fd, tmp = tempfile.mkstemp(dir=stem.parent if str(stem.parent) else ".", suffix=".safetensors.tmp")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=stem.parent, suffix=".safetensors.tmp")
     os.close(fd)
     try:
         save_file(state, tmp)

@@ -27,6 +27,7 @@ SPACINGS = ("leading", "trailing", "linspace")
 
 Model = Callable[[Tensor, Tensor, Any], Tensor]
 Callback = Callable[[int, int, Tensor, Tensor, Tensor], None]
+Generators = Optional[torch.Generator | list[torch.Generator]]  # one per batch, or one per image
 
 
 def make_timesteps(T: int, steps: int, spacing: str = "trailing") -> Tensor:
@@ -62,14 +63,17 @@ class Step:
     x0: Tensor  # (B, ...) predicted clean sample
     eps: Tensor  # (B, ...) predicted noise
     denoise: Callable[[Tensor, int], tuple[Tensor, Tensor]]
-    generator: Optional[torch.Generator]
+    generator: Generators
     eta: float
     history: dict = field(default_factory=dict)
 
 
-def _noise_like(x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device if generator is None else generator.device,
-                       dtype=x.dtype).to(x.device)
+def _noise_like(x: Tensor, generator: Generators) -> Tensor:
+    """Standard normal noise shaped like x (B, ...); a list of generators draws image i from generator i."""
+    if isinstance(generator, (list, tuple)):
+        return torch.stack([_noise_like(x[i:i + 1], g)[0] for i, g in enumerate(generator)])  # (B, ...)
+    device = x.device if generator is None else generator.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
 def ddim_step(s: Step) -> Tensor:
@@ -159,7 +163,7 @@ def sample(
     steps: int,
     sampler: str = "ddim",
     cond: Any = None,
-    generator: Optional[torch.Generator] = None,
+    generator: Generators = None,
     eta: float = 0.0,
     spacing: str = "trailing",
     callback: Optional[Callback] = None,
@@ -168,7 +172,9 @@ def sample(
     """Run ``sampler`` from ``x_T`` (B, ...) for ``steps`` steps; return the clean sample (B, ...).
 
     ``model(xt, t, cond)`` returns a prediction of type ``model.prediction_type`` (default "eps").
-    ``callback(i, t, xt, x0_pred, eps_pred)`` is called at every step. ``timesteps`` (descending)
+    ``callback(i, t, xt, x0_pred, eps_pred)`` is called at every step. ``generator`` feeds the
+    stochastic samplers; a list of B generators gives every image its own stream, so an image does
+    not depend on which others share its batch. ``timesteps`` (descending)
     overrides ``steps``/``spacing``, for image-to-image that starts part-way.
     """
     if sampler not in UPDATE_RULES:

@@ -1,0 +1,91 @@
+"""The training loop: exact resume on CPU, divergence stops, DDP with two CPU processes."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from minidiff.checkpoint import load_checkpoint
+from minidiff.data import vocabulary
+from minidiff.text import TextEncoder, TextEncoderConfig, Tokenizer
+from minidiff.training import TrainingDiverged, lr_at, train_config, train_denoiser
+
+
+def tiny_setup(**overrides):
+    settings = {"latent": False, "resolution": 16, "steps": 12, "checkpoint_every": 4, **overrides}
+    config = train_config("tiny", **settings)
+    tokenizer = Tokenizer(vocabulary())
+    torch.manual_seed(0)
+    encoder = TextEncoder(TextEncoderConfig(vocab_size=len(tokenizer), dim=16, layers=1, heads=2))
+    return config, encoder, tokenizer
+
+
+def weights(folder):
+    state, meta = load_checkpoint(folder / "train_state")
+    return state, meta["extra"]["step"]
+
+
+def test_a_killed_run_resumes_exactly(tmp_path):
+    config, encoder, tokenizer = tiny_setup()
+    full = train_denoiser(config, tmp_path / "full", encoder, tokenizer, device="cpu", progress=False)
+    assert full["step"] == 12
+    first = train_denoiser(config, tmp_path / "killed", encoder, tokenizer, device="cpu", progress=False, stop_after=5)
+    assert first["step"] == 5 and weights(tmp_path / "killed")[1] == 5
+    train_denoiser(config, tmp_path / "killed", encoder, tokenizer, device="cpu", progress=False, resume=True)
+    a, step_a = weights(tmp_path / "full")
+    b, step_b = weights(tmp_path / "killed")
+    assert step_a == step_b == 12
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    # the EMA weights that sampling loads are written beside the training state
+    ema, meta = load_checkpoint(tmp_path / "full" / "unet")
+    assert meta["extra"]["kind"] == "unet" and all(torch.equal(ema[k], a["ema." + k]) for k in ema)
+    assert not list((tmp_path / "full").glob("*.tmp")), "temporary files left behind"
+
+
+def test_exploding_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
+    config, encoder, tokenizer = tiny_setup(lr=1e4, grad_clip=1e9, warmup_steps=1)
+    with pytest.raises(TrainingDiverged, match=r"at step \d+"):
+        train_denoiser(config, tmp_path, encoder, tokenizer, device="cpu", progress=False)
+    if (tmp_path / "train_state.json").exists():
+        state, step = weights(tmp_path)
+        assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_learning_rate_warms_up_then_decays_to_a_tenth():
+    config = train_config("shapes-latent", lr=1e-3, warmup_steps=100, steps=1100)
+    assert lr_at(config, 0) == pytest.approx(1e-5)
+    assert lr_at(config, 99) == pytest.approx(1e-3)
+    assert lr_at(config, 600) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert lr_at(config, 1100) == pytest.approx(1e-4)
+
+
+def test_bad_training_config():
+    with pytest.raises(ValueError, match="training preset 'huge'.*shapes-latent"):
+        train_config("huge")
+    with pytest.raises(ValueError, match="prediction_type='score'"):
+        train_config("tiny", prediction_type="score")
+
+
+def test_ddp_with_two_cpu_processes(tmp_path):
+    """The same loop under torchrun with the gloo backend: two ranks, one checkpoint."""
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, torch
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_training import tiny_setup
+        from minidiff.training import train_denoiser
+        torch.set_num_threads(1)
+        config, encoder, tokenizer = tiny_setup(steps=3)
+        r = train_denoiser(config, {str(tmp_path / 'run')!r}, encoder, tokenizer, device="cpu", progress=False)
+        print("RANK_DONE", torch.distributed.get_rank(), torch.distributed.get_world_size(), r["step"])
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", "29517", str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "RANK_DONE 0 2 3" in result.stdout and "RANK_DONE 1 2 3" in result.stdout
+    assert weights(tmp_path / "run")[1] == 3

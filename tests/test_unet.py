@@ -1,0 +1,198 @@
+"""Tests for minidiff.unet: shapes, input errors, zero init, text conditioning, overfitting a batch."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from minidiff.layers import SpatialTransformer
+from minidiff.unet import PREDICTION_TYPES, PRESETS, UNet, UNetConfig
+
+TINY = dict(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), heads=2, text_dim=8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run faster on one thread, and far faster when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make(seed: int = 0, **overrides) -> UNet:
+    torch.manual_seed(seed)
+    return UNet(UNetConfig(**{**TINY, **overrides})).eval()
+
+
+def randomise_output(model: UNet) -> UNet:
+    """Replace the zero-initialised last conv by random weights so the output depends on the input."""
+    nn.init.normal_(model.conv_out.weight, std=0.1)
+    return model
+
+
+def inputs(b=2, c=3, h=8, w=8, L=5, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xt, t = torch.randn(b, c, h, w, generator=g), torch.randint(0, 1000, (b,), generator=g)
+    return xt, t, torch.randn(b, L, d, generator=g)
+
+
+@pytest.mark.parametrize("c,h,w", [(3, 32, 32), (4, 8, 8), (3, 32, 64), (3, 16, 8)])
+def test_output_shape_equals_input_shape(c, h, w):
+    model = randomise_output(make(in_channels=c))
+    xt, t, cond = inputs(c=c, h=h, w=w)
+    assert model(xt, t, cond).shape == xt.shape
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_and_keeps_shape(name):
+    cfg = UNetConfig.from_preset(name, base_channels=8, heads=2, text_dim=8)
+    model = UNet(cfg).eval()
+    size = 2 * cfg.downsample_factor
+    xt, t, cond = inputs(c=cfg.in_channels, h=size, w=2 * size)
+    assert model(xt, t, cond).shape == xt.shape
+    assert model.prediction_type == cfg.prediction_type == "eps"
+    assert cfg.out_channels == cfg.in_channels
+
+
+def test_preset_names():
+    assert {"cpu-pixel", "cpu-latent", "gpu-pixel", "gpu-latent"} <= set(PRESETS)
+    assert PRESETS["cpu-latent"].in_channels == 4 and PRESETS["cpu-pixel"].in_channels == 3
+
+
+def test_preset_overrides_keep_out_channels_equal_to_in_channels():
+    assert UNetConfig.from_preset("cpu-pixel", in_channels=4).out_channels == 4
+    assert UNetConfig.from_preset("cpu-pixel", out_channels=6).out_channels == 6
+
+
+def test_unknown_preset_lists_valid_ones():
+    with pytest.raises(ValueError, match="cpu-latent.*cpu-pixel"):
+        UNetConfig.from_preset("cpu-huge")
+    with pytest.raises(ValueError, match="base_chanels"):
+        UNetConfig.from_preset("cpu-pixel", base_chanels=8)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("prediction_type", "score", "prediction_type='score'.*'eps', 'x0', 'v'"),
+    ("channel_mults", (), "channel_mults=()"),
+    ("attention_levels", (2,), r"attention_levels=\(2,\).*\(0, 1\)"),
+    ("heads", 3, "heads=3 must divide every level width"),
+    ("num_res_blocks", 0, "num_res_blocks=0"),
+    ("dropout", 1.0, "dropout=1.0"),
+])
+def test_bad_config_is_named(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        UNetConfig(**{**TINY, field: value})
+
+
+def test_config_survives_a_json_round_trip():
+    cfg = UNetConfig.from_preset("gpu-latent", prediction_type="v")
+    again = UNetConfig(**json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert again == cfg and again.channel_mults == (1, 2, 2)
+    assert UNetConfig(**{**TINY, "text_dim": 0}).text_dim is None
+
+
+@pytest.mark.parametrize("h,w,message", [
+    (30, 32, "height 30 is not a multiple of 8 .*allowed: .*24, 32, 40"),
+    (32, 33, "width 33 is not a multiple of 8"),
+])
+def test_bad_size_is_a_value_error_listing_allowed_sizes(h, w, message):
+    model = make(channel_mults=(1, 2, 2, 2), attention_levels=(3,))
+    xt, t, cond = inputs(h=h, w=w)
+    with pytest.raises(ValueError, match=message):
+        model(xt, t, cond)
+
+
+def test_bad_inputs_are_named():
+    model = make()
+    xt, t, cond = inputs()
+    with pytest.raises(ValueError, match="4 channels.*in_channels=3"):
+        model(torch.randn(2, 4, 8, 8), t, cond)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        model(xt[0], t, cond)
+    with pytest.raises(ValueError, match=r"t must have shape \(B,\)"):
+        model(xt, t[:1], cond)
+    with pytest.raises(ValueError, match="needs cond.*empty prompt"):
+        model(xt, t, None)
+    with pytest.raises(ValueError, match="text_dim.*got \\(2, 5, 6\\)"):
+        model(xt, t, cond[..., :6])
+    with pytest.raises(ValueError, match="unconditional"):
+        make(text_dim=None)(xt, t, cond)
+
+
+def test_output_is_exactly_zero_at_init():
+    model = make()
+    xt, t, cond = inputs()
+    assert torch.equal(model(xt, t, cond), torch.zeros_like(xt))
+
+
+def test_unconditional_model_and_float_time():
+    model = randomise_output(make(text_dim=None))
+    xt, t, _ = inputs()
+    assert model(xt, t.float() / 1000, None).shape == xt.shape
+    assert not any(isinstance(m, SpatialTransformer) and m.cross_attn is not None for m in model.modules())
+
+
+def test_output_depends_on_time_and_on_every_text_token():
+    model = randomise_output(make())
+    xt, t, cond = inputs()
+    out = model(xt, t, cond)
+    assert not torch.allclose(model(xt, t + 1, cond), out)
+    # change only tokens 1.. (not the pooled token 0): only cross-attention can see this
+    cond2 = cond.clone()
+    cond2[:, 1:] = torch.randn_like(cond2[:, 1:])
+    assert not torch.allclose(model(xt, t, cond2), out)
+
+
+def test_single_cond_broadcasts_over_batch():
+    model = randomise_output(make())
+    xt, t, cond = inputs(b=3)
+    torch.testing.assert_close(model(xt, t, cond[:1]), model(xt, t, cond[:1].expand(3, -1, -1)))
+
+
+def test_record_attention_gives_distributions_per_level():
+    model = randomise_output(make(channel_mults=(1, 2), attention_levels=(0, 1)))
+    xt, t, cond = inputs(h=8, w=16)
+    mask = torch.tensor([[True, True, True, False, False], [True] * 5])
+    with model.record_attention() as records:
+        out = model(xt, t, cond, cond_mask=mask)
+    # down: 1 per level; mid: 1; up: num_res_blocks + 1 = 2 per level
+    assert [level for level, _ in records] == [0, 1, 1, 1, 1, 0, 0]
+    for level, weights in records:
+        assert weights.shape == (2, 2, (8 >> level) * (16 >> level), 5)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+        assert torch.all(weights[0, :, :, 3:] == 0)
+    torch.testing.assert_close(model(xt, t, cond, cond_mask=mask), out)  # recording does not change the output
+    model(xt, t, cond)
+    assert len(records) == 7  # recording stops at the end of the with block
+
+
+def test_masked_tokens_do_not_change_the_output():
+    model = randomise_output(make())
+    xt, t, cond = inputs()
+    mask = torch.tensor([[True, True, False, False, False]] * 2)
+    cond2 = cond.clone()
+    cond2[:, 2:] = torch.randn_like(cond2[:, 2:])
+    torch.testing.assert_close(model(xt, t, cond2, cond_mask=mask), model(xt, t, cond, cond_mask=mask))
+
+
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+def test_prediction_type_attribute(prediction_type):
+    assert make(prediction_type=prediction_type).prediction_type == prediction_type
+
+
+def test_tiny_unet_overfits_a_fixed_batch():
+    model = make().train()
+    xt, t, cond = inputs(b=8, h=8, w=8, L=4)
+    target = torch.randn(xt.shape, generator=torch.Generator().manual_seed(1))
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(60):
+        loss = (model(xt, t, cond) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10, losses[::10]
