@@ -1,0 +1,53 @@
+"""The command line: help, exit status 2 with a one-line message for bad input, sample writes a PNG."""
+
+import subprocess
+import sys
+
+import pytest
+
+from minidiff.pipeline import MANIFEST
+
+
+def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "minidiff", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_lists_every_command():
+    out = run("--help").stdout
+    for command in ("sample", "train", "eval", "grade", "figures"):
+        assert command in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--preset", "huge"], "training preset 'huge' is not known"),
+    (["sample", "a red circel", "--weights", "/nonexistent"], "is not a folder"),
+])
+def test_bad_input_exits_2_without_a_traceback(args, message):
+    result = run(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+shipped = pytest.mark.skipif(not MANIFEST.exists(), reason="shipped U-Net weights not built yet")
+
+
+@shipped
+@pytest.mark.parametrize("args,message", [
+    (["sample", "a large red circel"], "circel"),
+    (["sample", "a red circle", "--steps", "0"], "steps=0"),
+    (["sample", "a red circle", "--guidance", "-1"], "guidance_scale=-1"),
+    (["sample", "a red circle", "--height", "30"], "height=30"),
+    (["sample", "a red circle", "--sampler", "plms"], "sampler='plms'"),
+])
+def test_sample_bad_input(args, message):
+    result = run(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@shipped
+def test_sample_writes_a_png_and_prints_its_path(tmp_path):
+    out = tmp_path / "grid.png"
+    result = run("sample", "a large red circle at the top left on a blue background", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(out) and out.stat().st_size > 0
