@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+FILE_MODE = 0o644  # mkstemp creates 0600 files; checkpoints are meant to be shared
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -51,6 +52,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -78,6 +80,7 @@ def save_checkpoint(
     os.close(fd)
     try:
         save_file(state, tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, stem.with_suffix(".safetensors"))
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -62,7 +62,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     sample_every: int = 1000
     text_preset: str = "cpu"
-    text_steps: int = 1500
+    text_steps: int = 600
     vae_preset: str = "f4"
     vae_steps: int = 2000
     unet_overrides: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,399 @@
+"""Text side of text-to-image: a word tokenizer, a transformer text encoder and a tiny CLIP.
+
+The diffusion model never sees words. It sees ``cond``, the per-token outputs (B, L, D) of a frozen
+text encoder. That encoder is trained first, contrastively against a small image encoder on
+captioned shapes (CLIP, Radford et al. 2021), so that its outputs tell colours, shapes, sizes,
+positions and backgrounds apart. Token 0 of every sequence is <bos>; its output is the pooled text
+vector.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
+from minidiff.data import Scene, ShapesConfig, make_shapes, parse_caption, vocabulary
+
+SPECIALS = ("<pad>", "<bos>", "<eos>")  # special tokens, always ids 0, 1, 2
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+WORD_PATTERN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[^\sa-z0-9]")  # words, or any single symbol
+DROPPED = "."  # full stops carry no meaning in a caption and are dropped; commas are tokens
+CLOSE_MATCHES = 3  # how many suggestions an unknown-word error lists (difflib.get_close_matches)
+
+INIT_LOGIT_SCALE = math.log(1 / 0.07)  # Radford et al. 2021, sec. 2.5: temperature 0.07
+MAX_LOGIT_SCALE = math.log(100.0)  # Radford et al. 2021, sec. 2.5: logits scaled by at most 100
+INIT_STD = 0.02  # embedding init, Radford et al. 2019 (GPT-2)
+LEARNING_RATE = 2e-3  # AdamW for a model this small; tuned on shapes
+WEIGHT_DECAY = 0.05  # AdamW decoupled decay, Loshchilov & Hutter 2019
+WARMUP_STEPS = 50  # linear warm-up, then cosine decay (Loshchilov & Hutter 2017)
+KINDS = ("tiny_clip", "text_encoder")  # what a text checkpoint can hold
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "text_encoder"  # made by train_and_save()
+SHIPPED_STEPS = 600  # training steps of the shipped weights (batch 128, preset "cpu", seed 0)
+EVAL_SEED = 10**9 + 7  # held-out pairs; training batches use seeds seed * 1_000_003 + step, far below
+
+
+def split_words(text: str) -> list[str]:
+    """Lower-case ``text`` and split it into words; commas are tokens, full stops are dropped."""
+    return [w for w in WORD_PATTERN.findall(text.lower()) if w not in DROPPED]
+
+
+class Tokenizer:
+    """Word-level tokenizer: ids 0, 1, 2 are <pad>, <bos>, <eos>; then one id per known word."""
+
+    def __init__(self, words: Iterable[str]):
+        words = [w for w in dict.fromkeys(words) if w not in SPECIALS]  # dedupe, keep order
+        if bad := [w for w in words if split_words(w) != [w]]:
+            raise ValueError(f"words {bad} are not single lower-case tokens (see split_words)")
+        self.tokens = list(SPECIALS) + words
+        self.ids = {w: i for i, w in enumerate(self.tokens)}
+
+    @classmethod
+    def from_captions(cls, captions: Iterable[str]) -> Tokenizer:
+        """A tokenizer whose vocabulary is every word in ``captions``, sorted."""
+        return cls(sorted({w for c in captions for w in split_words(c)}))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, prompts: list[str], max_len: int) -> Tensor:
+        """Prompts -> LongTensor (B, max_len): <bos> words <eos> <pad>...; "" is <bos><eos><pad>...
+
+        A prompt with more than ``max_len - 2`` words is refused (ValueError), never truncated, so
+        no word is silently ignored. An unknown word raises a ValueError listing close matches.
+        """
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompts must be a list of strings, got {prompts!r}; wrap one prompt as [prompt]")
+        if max_len < 2:
+            raise ValueError(f"max_len={max_len} is too short; it must hold at least <bos> and <eos> (2)")
+        tokens = torch.full((len(prompts), max_len), PAD_ID, dtype=torch.long)  # (B, L)
+        for b, prompt in enumerate(prompts):
+            ids = [BOS_ID] + [self._id(w, prompt) for w in split_words(prompt)] + [EOS_ID]
+            if len(ids) > max_len:
+                raise ValueError(f"prompt {prompt!r} is {len(ids)} tokens long with <bos> and <eos>, but the text "
+                                 f"encoder takes at most max_len={max_len} ({max_len - 2} words); shorten it")
+            tokens[b, : len(ids)] = torch.tensor(ids)
+        return tokens
+
+    def _id(self, word: str, prompt: str) -> int:
+        if word not in self.ids:
+            words = self.tokens[len(SPECIALS):]
+            close = difflib.get_close_matches(word, words, n=CLOSE_MATCHES)
+            hint = f"closest known words: {close}" if close else f"known words: {words}"
+            raise ValueError(f"unknown word {word!r} in prompt {prompt!r}; {hint}")
+        return self.ids[word]
+
+    def decode(self, tokens: Tensor) -> list[str]:
+        """LongTensor (B, L) -> prompts, dropping special tokens (inverse of encode up to spacing)."""
+        return [" ".join(self.tokens[i] for i in row.tolist() if i >= len(SPECIALS)).replace(" ,", ",") for row in tokens]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form, stored in a checkpoint's ``extra``."""
+        return {"tokens": list(self.tokens)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Tokenizer:
+        """Inverse of to_dict; the ids are kept exactly."""
+        if list(d["tokens"][: len(SPECIALS)]) != list(SPECIALS):
+            raise ValueError(f"tokenizer dict must start with {SPECIALS}, got {d['tokens'][:3]}")
+        return cls(d["tokens"])
+
+
+@dataclass
+class TextEncoderConfig:
+    """Transformer text encoder: vocab_size words, sequences up to max_len, width dim."""
+
+    vocab_size: int = 64
+    max_len: int = 32  # the longest shapes caption is 24 words + <bos> + <eos>
+    dim: int = 64
+    layers: int = 2
+    heads: int = 4
+    mlp_ratio: int = 4  # Vaswani et al. 2017: feed-forward width 4 * dim
+
+    @classmethod
+    def from_preset(cls, name: str) -> TextEncoderConfig:
+        """The text half of ``PRESETS[name]``."""
+        return CLIPConfig.from_preset(name).text
+
+
+@dataclass
+class CLIPConfig:
+    """A text encoder, an image encoder with these conv widths, and a joint space of embed_dim."""
+
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    embed_dim: int = 64
+    image_channels: tuple[int, ...] = (32, 64, 128)
+
+    @classmethod
+    def from_preset(cls, name: str) -> CLIPConfig:
+        """A copy of ``PRESETS[name]``."""
+        if name not in PRESETS:
+            raise ValueError(f"text encoder preset {name!r} is not known; choose one of {sorted(PRESETS)}")
+        return cls.from_dict(dataclasses.asdict(PRESETS[name]))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CLIPConfig:
+        """Inverse of dataclasses.asdict (as stored in a checkpoint's JSON)."""
+        return cls(TextEncoderConfig(**d["text"]), d["embed_dim"], tuple(d["image_channels"]))
+
+
+PRESETS = {
+    "cpu": CLIPConfig(TextEncoderConfig(dim=64, layers=2, heads=4), embed_dim=64, image_channels=(32, 64, 128)),
+    "gpu": CLIPConfig(TextEncoderConfig(dim=128, layers=4, heads=4), embed_dim=128, image_channels=(64, 128, 256)),
+}
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block (Radford et al. 2019): x + attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim={dim} must be divisible by heads={heads}")
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, x: Tensor, keep: Tensor) -> Tensor:
+        """x (B, L, D); keep (B, L) bool, False at <pad>: no token attends to a pad token."""
+        q, k, v = rearrange(self.qkv(self.norm1(x)), "b l (n h d) -> n b h l d", n=3, h=self.heads)  # (B, H, L, Dh)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])  # (B, H, L, Dh)
+        x = x + self.proj(rearrange(a, "b h l d -> b l (h d)"))  # (B, L, D)
+        return x + self.mlp(self.norm2(x))
+
+
+class TextEncoder(nn.Module):
+    """Tokens (B, L) -> per-token features (B, L, D); out[:, 0] (the <bos> token) is the pooled vector.
+
+    Bidirectional (no causal mask), so <bos> sees the whole prompt; pad tokens are masked out.
+    """
+
+    def __init__(self, config: TextEncoderConfig):
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.dim)
+        self.position_embedding = nn.Parameter(INIT_STD * torch.randn(config.max_len, config.dim))  # (L_max, D)
+        nn.init.normal_(self.token_embedding.weight, std=INIT_STD)
+        self.blocks = nn.ModuleList(TransformerBlock(config.dim, config.heads, config.mlp_ratio) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(config.dim)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens (B, L) LongTensor with L <= max_len -> (B, L, D)."""
+        if tokens.ndim != 2 or tokens.shape[1] > self.config.max_len:
+            raise ValueError(f"tokens must have shape (B, L) with L <= max_len={self.config.max_len}, got {tuple(tokens.shape)}")
+        if tokens.numel() and int(tokens.max()) >= self.config.vocab_size:
+            raise ValueError(f"token id {int(tokens.max())} is outside vocab_size={self.config.vocab_size}; "
+                             "was the prompt encoded with this encoder's tokenizer?")
+        keep = tokens != PAD_ID  # (B, L)
+        x = self.token_embedding(tokens) + self.position_embedding[: tokens.shape[1]]  # (B, L, D)
+        for block in self.blocks:
+            x = block(x, keep)
+        return self.norm(x)  # (B, L, D)
+
+
+class ImageEncoder(nn.Module):
+    """Small CNN: images (B, 3, H, W) -> (B, embed_dim). Keeps a 4x4 grid so position survives."""
+
+    GRID = 4  # pooled spatial grid; finer than the 3x3 layout of shapes positions
+
+    def __init__(self, embed_dim: int, channels: tuple[int, ...] = (32, 64, 128)):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, channels[0], 3, padding=1), nn.GELU()]
+        for c_in, c_out in zip(channels, channels[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(8, c_out), nn.GELU()]
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(self.GRID))
+        self.head = nn.Linear(channels[-1] * self.GRID**2, embed_dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images (B, 3, H, W) in [-1, 1] -> (B, embed_dim)."""
+        h = rearrange(self.features(images), "b c h w -> b (c h w)")  # (B, C * 16)
+        return self.head(h)  # (B, E)
+
+
+class TinyCLIP(nn.Module):
+    """Text encoder + image encoder + projections into one space (Radford et al. 2021); ``.tokenizer`` is its tokenizer."""
+
+    def __init__(self, config: CLIPConfig, tokenizer: Tokenizer):
+        super().__init__()
+        if config.text.vocab_size != len(tokenizer):
+            raise ValueError(f"config.text.vocab_size={config.text.vocab_size} but the tokenizer has {len(tokenizer)} tokens")
+        self.config, self.tokenizer = config, tokenizer
+        self.text_encoder = TextEncoder(config.text)
+        self.text_projection = nn.Linear(config.text.dim, config.embed_dim, bias=False)
+        self.image_encoder = ImageEncoder(config.embed_dim, config.image_channels)
+        self.logit_scale = nn.Parameter(torch.tensor(INIT_LOGIT_SCALE))
+
+    def encode_text(self, tokens: Tensor) -> Tensor:
+        """tokens (B, L) -> unit-norm text embeddings (B, E) from the pooled <bos> output."""
+        pooled = self.text_encoder(tokens)[:, 0]  # (B, D)
+        return F.normalize(self.text_projection(pooled), dim=-1)  # (B, E)
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        """images (B, 3, H, W) -> unit-norm image embeddings (B, E)."""
+        return F.normalize(self.image_encoder(images), dim=-1)  # (B, E)
+
+    def embed_captions(self, captions: list[str]) -> Tensor:
+        """Captions -> unit-norm text embeddings (B, E) on the model's device."""
+        tokens = self.tokenizer.encode(captions, self.config.text.max_len)  # (B, L)
+        return self.encode_text(tokens.to(self.logit_scale.device))
+
+    def forward(self, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """-> (image embeddings (B, E), text embeddings (B, E), log logit scale clamped at log 100)."""
+        return self.encode_image(images), self.encode_text(tokens), self.logit_scale.clamp(max=MAX_LOGIT_SCALE)
+
+
+def clip_loss(img_emb: Tensor, txt_emb: Tensor, logit_scale: Tensor | float, same: Tensor | None = None) -> Tensor:
+    """Symmetric InfoNCE (Oord et al. 2018; Radford et al. 2021, fig. 3) -> scalar.
+
+    img_emb, txt_emb: (B, E), unit norm. logit_scale: the *log* of the inverse temperature.
+    same: optional (B, B) bool, True where image i and caption j describe the same scene. Shapes
+    batches hold duplicate scenes, and calling those negatives would punish correct matches, so
+    the target of each row is uniform over its true matches. None means the identity (plain CLIP).
+    """
+    if img_emb.shape != txt_emb.shape or img_emb.ndim != 2:
+        raise ValueError(f"img_emb and txt_emb must both be (B, E), got {tuple(img_emb.shape)} and {tuple(txt_emb.shape)}")
+    scale = torch.as_tensor(logit_scale, dtype=img_emb.dtype, device=img_emb.device).exp()
+    logits = scale * img_emb @ txt_emb.T  # (B, B): row = image, column = caption
+    same = torch.eye(len(img_emb), dtype=torch.bool, device=img_emb.device) if same is None else same
+    targets = same.to(logits.dtype)  # (B, B)
+    # 1. images -> captions: cross-entropy of each row against its (soft) target
+    loss_i = -(targets / targets.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+    # 2. captions -> images: the same on columns
+    loss_t = -(targets / targets.sum(0, keepdim=True) * logits.log_softmax(0)).sum(0).mean()
+    return (loss_i + loss_t) / 2
+
+
+def same_scene(scenes: list[Scene]) -> Tensor:
+    """(B, B) bool: True where scenes i and j are equal (Scene keeps objects in a canonical order)."""
+    return torch.tensor([[a == b for b in scenes] for a in scenes])
+
+
+@torch.no_grad()
+def retrieval_accuracy(clip: TinyCLIP, images: Tensor, captions: list[str], batch_size: int = 256) -> dict[str, float]:
+    """Top-1 retrieval among N held-out pairs: images (N, 3, H, W), captions (N).
+
+    A retrieval counts as correct when the retrieved caption (or image) describes the same scene
+    as the true one, since one scene has several paraphrased captions and may occur twice.
+    """
+    if len(images) != len(captions):
+        raise ValueError(f"need one caption per image, got {len(images)} images and {len(captions)} captions")
+    clip.eval()
+    device = clip.logit_scale.device
+    img = torch.cat([clip.encode_image(x.to(device)) for x in images.split(batch_size)])  # (N, E)
+    txt = torch.cat([clip.embed_captions(captions[i: i + batch_size]) for i in range(0, len(captions), batch_size)])
+    sim = img @ txt.T  # (N, N)
+    same = same_scene([parse_caption(c) for c in captions]).to(device)  # (N, N)
+    n = torch.arange(len(captions), device=device)
+    return {"image_to_text": same[n, sim.argmax(1)].float().mean().item(),
+            "text_to_image": same[sim.argmax(0), n].float().mean().item()}
+
+
+def train_clip(config: CLIPConfig | str = "cpu", steps: int = 1000, batch_size: int = 128, seed: int = 0,
+               device: str = "auto", resolution: int = 32, progress: bool = True) -> TinyCLIP:
+    """Train a TinyCLIP on fresh shapes batches (one and two objects) with clip_loss; returns it in eval mode.
+
+    Batch at step s is make_shapes(batch_size, seed=seed * 1_000_003 + s), so a run is deterministic
+    on CPU. ``clip.history`` holds the loss per step, ``clip.train_seconds`` the wall time and
+    ``clip.cpu_seconds`` the CPU time of this process (all threads).
+    """
+    if steps < 1 or batch_size < 2:
+        raise ValueError(f"need steps >= 1 and batch_size >= 2, got steps={steps}, batch_size={batch_size}")
+    config = CLIPConfig.from_preset(config) if isinstance(config, str) else config
+    tokenizer = Tokenizer(vocabulary())
+    config = dataclasses.replace(config, text=dataclasses.replace(config.text, vocab_size=len(tokenizer)))
+    dev = pick_device(device)
+    torch.manual_seed(seed)
+    clip = TinyCLIP(config, tokenizer).to(dev)
+    opt = torch.optim.AdamW(clip.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    warm = min(WARMUP_STEPS, steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, 0.5 * (1 + math.cos(math.pi * s / steps))))
+    shapes = ShapesConfig(resolution=resolution)
+    history, start, cpu_start = [], time.perf_counter(), time.process_time()
+    for step in tqdm(range(steps), desc="train tiny CLIP", disable=not progress):
+        images, captions, scenes = make_shapes(batch_size, shapes, seed=seed * 1_000_003 + step)
+        tokens = tokenizer.encode(captions, config.text.max_len)  # (B, L)
+        tokens = tokens[:, : int((tokens != PAD_ID).sum(1).max())].to(dev)  # (B, L'): drop all-pad columns
+        loss = clip_loss(*clip(images.to(dev), tokens), same=same_scene(scenes).to(dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append(loss.item())
+    clip.history, clip.train_seconds = history, time.perf_counter() - start
+    clip.cpu_seconds = time.process_time() - cpu_start
+    return clip.eval()
+
+
+def save_text_encoder(model: TinyCLIP | TextEncoder, tokenizer: Tokenizer, path: str | Path, extra: dict | None = None) -> Path:
+    """Save a TinyCLIP (both towers, so retrieval can be re-measured) or a bare TextEncoder.
+
+    Writes ``path``.safetensors + ``path``.json; the tokenizer goes into the JSON's extra.
+    """
+    kind = "tiny_clip" if isinstance(model, TinyCLIP) else "text_encoder"
+    info = {"kind": kind, "tokenizer": tokenizer.to_dict(), **(extra or {})}
+    return save_checkpoint(path, model, model.config, info)
+
+
+def _load(path: str | Path, want_clip: bool) -> tuple[TinyCLIP | TextEncoder, Tokenizer]:
+    state, meta = load_checkpoint(path)
+    extra = meta.get("extra", {})
+    if extra.get("kind") not in KINDS or "tokenizer" not in extra:
+        raise ValueError(f"{path} is not a text encoder checkpoint: extra.kind={extra.get('kind')!r} "
+                         f"(allowed {KINDS}) and it must hold a tokenizer")
+    tokenizer = Tokenizer.from_dict(extra["tokenizer"])
+    if extra["kind"] == "tiny_clip":
+        model: TinyCLIP | TextEncoder = TinyCLIP(CLIPConfig.from_dict(meta["config"]), tokenizer)
+    elif want_clip:
+        raise ValueError(f"{path} holds only a text encoder, not a TinyCLIP; use load_text_encoder")
+    else:
+        model = TextEncoder(TextEncoderConfig(**meta["config"]))
+    return load_into(model, state, f"text encoder ({extra['kind']})").eval(), tokenizer
+
+
+def load_clip(path: str | Path) -> TinyCLIP:
+    """Load a TinyCLIP saved by save_text_encoder (tokenizer attached as ``.tokenizer``), in eval mode."""
+    return _load(path, want_clip=True)[0]
+
+
+def load_text_encoder(path: str | Path) -> tuple[TextEncoder, Tokenizer]:
+    """Load the text encoder (from a TinyCLIP or a bare encoder checkpoint) and its tokenizer; eval mode."""
+    model, tokenizer = _load(path, want_clip=False)
+    return (model.text_encoder if isinstance(model, TinyCLIP) else model), tokenizer
+
+
+@torch.no_grad()
+def encode_prompts(encoder: TextEncoder, tokenizer: Tokenizer, prompts: list[str], device: str | torch.device | None = None) -> Tensor:
+    """Prompts -> frozen per-token embeddings ``cond`` (B, max_len, D); "" gives ``uncond``. Moves encoder to device."""
+    device = next(encoder.parameters()).device if device is None else torch.device(device)
+    tokens = tokenizer.encode(prompts, encoder.config.max_len).to(device)  # (B, L)
+    return encoder.to(device).eval()(tokens)  # (B, L, D)
+
+
+def train_and_save(path: str | Path = SHIPPED_WEIGHTS, config: CLIPConfig | str = "cpu", steps: int = SHIPPED_STEPS,
+                   batch_size: int = 128, seed: int = 0, device: str = "auto", pairs: int = 500) -> dict[str, Any]:
+    """Train a TinyCLIP, measure retrieval on ``pairs`` held-out pairs, save both; return the numbers.
+
+    The defaults reproduce the shipped weights; the numbers are stored in the JSON's ``extra``.
+    """
+    clip = train_clip(config, steps, batch_size, seed, device)
+    report: dict[str, Any] = {"steps": steps, "batch_size": batch_size, "seed": seed, "device": str(pick_device(device)),
+                              "train_seconds": round(clip.train_seconds, 1), "cpu_seconds": round(clip.cpu_seconds, 1)}
+    for max_objects in (1, 2):
+        images, captions, _ = make_shapes(pairs, ShapesConfig(max_objects=max_objects), seed=EVAL_SEED + max_objects)
+        report[f"retrieval_max_objects_{max_objects}"] = {k: round(v, 4) for k, v in retrieval_accuracy(clip, images, captions).items()}
+    save_text_encoder(clip, clip.tokenizer, path, extra=report)
+    return report
