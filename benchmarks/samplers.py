@@ -60,8 +60,6 @@ def main() -> None:
     orders = {}
     for sampler in SAMPLERS:
         pts = {r["steps"]: r for r in rows if r["sampler"] == sampler}
-        if sampler != "ddpm" and 10 in pts and 40 not in pts:
-            pass
         if sampler != "ddpm" and 10 in pts and 30 in pts:
             a, b = pts[10], pts[30]
             orders[sampler] = math.log(a["ode_error"] / b["ode_error"]) / math.log(b["nfe"] / a["nfe"])

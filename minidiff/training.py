@@ -154,6 +154,18 @@ def make_batch(config: TrainConfig, step: int, rank: int, text_encoder: TextEnco
     return x0, cond, t, noise
 
 
+def diffusion_loss(model: Any, schedule: Any, x0: Tensor, t: Tensor, noise: Tensor, cond: Optional[Tensor],
+                   prediction_type: str = "eps") -> Tensor:
+    """Mean squared error between the model's output on x_t = q_sample(x0, t, noise) and its target.
+
+    x0, noise: (B, ...); t: (B,); cond: (B, L, D) or None. The simple loss of Ho et al. 2020 (eq. 14)
+    for eps; the same regression on x0 or v for the other objectives (Salimans & Ho 2022).
+    """
+    xt = q_sample(schedule, x0, t, noise)
+    target = training_target(schedule, x0, noise, t, prediction_type)
+    return F.mse_loss(model(xt, t, cond).to(target.dtype), target)  # bf16 autocast output back to fp32
+
+
 def build_unet(config: TrainConfig, channels: int, text_dim: int) -> UNet:
     """The U-Net of ``config.unet`` sized for ``channels`` inputs and ``text_dim``-wide tokens."""
     overrides = {"in_channels": channels, "text_dim": text_dim, "prediction_type": config.prediction_type,
@@ -222,10 +234,8 @@ def train_denoiser(
         for group in opt.param_groups:
             group["lr"] = lr_at(config, step)
         # 3. noise the batch and regress on the objective's target
-        xt = q_sample(schedule, x0, t, noise)
         with autocast:
-            pred = model(xt, t, cond)
-        loss = F.mse_loss(pred.float(), training_target(schedule, x0, noise, t, config.prediction_type))
+            loss = diffusion_loss(model, schedule, x0, t, noise, cond, config.prediction_type)
         loss_value = loss.item()
         if not math.isfinite(loss_value) or loss_value > LOSS_EXPLODED:
             raise TrainingDiverged(f"loss became {loss_value} at step {step}; the last good checkpoint "

@@ -41,12 +41,9 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
 
 
 def diffusion_loss(model, x0: Tensor, t: Tensor, noise: Tensor, alpha_bar: Tensor, cond=None) -> Tensor:
-    # minidiff/training.py computes this loss inline in its loop; these are the same three calls
-    # (q_sample, training_target, F.mse_loss), the eps objective of Ho et al. 2020, eq. 14
-    sched = schedule_from_alpha_bar(alpha_bar)
-    xt = schedule.q_sample(sched, x0, t, noise)  # (B, ...)
-    target = schedule.training_target(sched, x0, noise, t, "eps")  # (B, ...)
-    return F.mse_loss(model(xt, t, cond), target)
+    from minidiff.training import diffusion_loss as reference
+
+    return reference(model, schedule_from_alpha_bar(alpha_bar), x0, t, noise, cond, "eps")
 
 
 def ddpm_posterior_step(xt: Tensor, t: Tensor, x0_pred: Tensor, alpha_bar: Tensor, betas: Tensor,
