@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from minidiff.data import (BACKGROUNDS, COLOURS, COMPATIBLE, HALF_EXTENT, POSITIONS, RGB, SHAPES, SIZES, TEMPLATES, Object,
+from minidiff.data import (BACKGROUNDS, COMPATIBLE, HALF_EXTENT, POSITIONS, RGB, SHAPES, SIZES, TEMPLATES, Object,
                            Scene, ShapesConfig, ShapesDataset, caption, captions_for, hf_dataset, image_folder_dataset,
                            make_shapes, parse_caption, render, sample_scenes, split_words, vocabulary)
 

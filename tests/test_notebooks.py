@@ -1,6 +1,5 @@
 """Every notebook runs top to bottom, headless, in fast mode (MINIDIFF_FAST=1); a cell error fails."""
 
-import os
 from pathlib import Path
 
 import nbformat

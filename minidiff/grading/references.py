@@ -8,7 +8,6 @@ exercises can never drift from the library they teach.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minidiff import guidance, layers, sampling, schedule, text
