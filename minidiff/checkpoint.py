@@ -138,3 +138,20 @@ def sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def write_manifest(weights_dir: str | Path, commands: dict[str, str]) -> dict[str, Any]:
+    """Write ``manifest.json``: sha256, size and reproducing command of each shipped checkpoint.
+
+    ``commands`` maps a checkpoint name (``unet``, ``vae``, ...) to the exact command that rebuilds
+    it from scratch; both of its files (.safetensors and .json) are listed.
+    """
+    folder = Path(weights_dir)
+    files = {}
+    for name, command in commands.items():
+        for suffix in (".safetensors", ".json"):
+            path = folder / f"{name}{suffix}"
+            files[path.name] = {"sha256": sha256(path), "bytes": path.stat().st_size, "command": command}
+    manifest = {"files": files, "total_bytes": sum(f["bytes"] for f in files.values())}
+    atomic_write_bytes(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest

@@ -1,4 +1,4 @@
-"""Every command line of minidiff: ``python -m minidiff {sample,train,eval,grade,figures}``.
+"""Every command line of minidiff: ``python -m minidiff {sample,train,eval,grade,judge,figures}``.
 
 Bad input prints one line, ``error: ...``, and exits with status 2; no tracebacks. Heavy modules are
 imported inside each command so that ``sample`` starts fast.
@@ -81,6 +81,13 @@ def cmd_grade(args: argparse.Namespace, rest: list[str]) -> int:
     return grade_main(rest)
 
 
+def cmd_judge(args: argparse.Namespace, rest: list[str]) -> int:
+    """Train or score the attribute judge (`judge train --steps N`, `judge eval`)."""
+    from minidiff.judge import main_judge
+
+    return main_judge(rest)
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     """Regenerate every figure in figures/."""
     from minidiff.viz import make_figures
@@ -137,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("grade", help="grade the exercises in exercises/ (see grade --help)", add_help=False)
     p.set_defaults(run=cmd_grade)
 
+    p = sub.add_parser("judge", help="train or score the attribute judge (see judge --help)", add_help=False)
+    p.set_defaults(run=cmd_judge)
+
     p = sub.add_parser("figures", help="regenerate every figure in figures/")
     p.add_argument("--out", default="figures")
     p.add_argument("--fast", action="store_true", help="small versions, for tests")
@@ -148,12 +158,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Parse ``argv`` and run the command; bad input exits 2 with a one-line message."""
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    if argv[:1] == ["grade"]:
-        args, rest = parser.parse_args(["grade"]), argv[1:]
+    passthrough = argv[:1] in (["grade"], ["judge"])  # these parse their own options
+    if passthrough:
+        args, rest = parser.parse_args(argv[:1]), argv[1:]
     else:
         args, rest = parser.parse_args(argv), []
     try:
-        if args.command == "grade":
+        if passthrough:
             return args.run(args, rest)
         return args.run(args)
     except (UserError, ValueError) as err:

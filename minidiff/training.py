@@ -244,10 +244,13 @@ def train_denoiser(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), config.grad_clip)
         opt.step()
-        # 4. exponential moving average of the weights, used for sampling (Song & Ermon 2020)
+        # 4. exponential moving average of the weights, used for sampling (Song & Ermon 2020); the
+        #    decay warms up as in TensorFlow's ExponentialMovingAverage(num_updates), so a short run's
+        #    EMA is not mostly its random initial weights
+        decay = min(config.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), unet.parameters()):
-                p_ema.lerp_(p, 1 - config.ema_decay)
+                p_ema.lerp_(p, 1 - decay)
         step += 1
         seen += x0.shape[0] * world
         elapsed = time.perf_counter() - start

@@ -1,0 +1,213 @@
+"""Measuring generated images: prompt adherence, Frechet distance, diversity, saturation, memorisation.
+
+Every number here is computed from images (N, 3, H, W) in [-1, 1]. Prompt adherence comes from the
+judge (``judge.py``), which reads each attribute back from an image; the other metrics need no model
+(saturation, diversity, nearest neighbours) or reuse the judge's hidden layer as the feature space of
+a Frechet distance, the way FID reuses an Inception network (Heusel et al. 2017).
+
+``evaluate_judge_cli`` and ``evaluate_pipeline_cli`` are what ``python -m minidiff eval`` prints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from minidiff.data import ShapesConfig, caption, parse_caption, render, sample_scenes
+from minidiff.judge import Judge, adherence, evaluate_judge, load_judge
+
+EVAL_PROMPTS = 200  # size of the fixed evaluation set that `python -m minidiff eval` scores
+EVAL_PROMPT_SEED = 2_000_003  # prompt generators get seeds ~2e12, far from every training and judge seed
+PROMPT_STRIDE = 1_000_003  # a prime: prompt i of seed s is drawn with seed s * PROMPT_STRIDE + i
+EVAL_TEMPLATE = 0  # "a large red circle at the top left on a blue background"
+JUDGE_TARGET = 0.99  # per-attribute accuracy the judge needs on real images (issue 3)
+GENERATE_BATCH = 50  # prompts per pipeline call: bounds memory, does not change any image
+FEATURE_BATCH = 512  # images per judge forward pass when extracting features
+
+
+def eval_prompts(n: int = EVAL_PROMPTS, seed: int = EVAL_PROMPT_SEED) -> list[str]:
+    """The fixed evaluation prompts: one object on a background (``ShapesConfig(max_objects=1)``, the
+    distribution the shipped model is trained on), captioned with template 0.
+
+    Prompt i depends only on (seed, i), so the first k prompts are the same for every n >= k.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r} is not allowed; ask for n >= 1 prompts")
+    config = ShapesConfig(max_objects=1)
+    scenes = [sample_scenes(1, config, torch.Generator().manual_seed(seed * PROMPT_STRIDE + i))[0] for i in range(n)]
+    return [caption(scene, EVAL_TEMPLATE) for scene in scenes]
+
+
+def prompt_adherence(images: Tensor, prompts: Sequence[str], judge: Optional[Judge] = None) -> dict[str, float]:
+    """Per-attribute adherence of images (N, 3, H, W) to their prompts and "all" (every attribute right);
+    see ``judge.adherence``. ``judge`` defaults to the shipped one."""
+    return adherence(judge if judge is not None else load_judge(), images.float().cpu(), list(prompts))
+
+
+def saturation(images: Tensor) -> float:
+    """Mean HSV saturation (max - min) / max of images (N, 3, H, W) in [-1, 1]; black pixels count as 0.
+
+    Large guidance scales push samples to over-saturated colours (Saharia et al. 2022, sec. 2.3), so this
+    rises with the guidance scale. Pure red is 1, any gray is 0.
+    """
+    _check_images(images, "images")
+    rgb = ((images.float() + 1) / 2).clamp(0, 1)  # (N, 3, H, W) in [0, 1]
+    high, low = rgb.amax(1), rgb.amin(1)  # (N, H, W) each
+    sat = torch.where(high > 0, (high - low) / high.clamp_min(1e-12), torch.zeros_like(high))  # (N, H, W)
+    return sat.mean().item()
+
+
+def diversity(images_per_prompt: Tensor) -> float:
+    """Mean pairwise RMS pixel distance between the S seeds of each of P prompts.
+
+    images_per_prompt: (P, S, 3, H, W) in [-1, 1], S >= 2. The distance of two images is
+    ``sqrt(mean((a - b) ** 2))``, so identical images give 0 and an all-black vs all-white pair gives 2.
+    """
+    if images_per_prompt.ndim != 5 or images_per_prompt.shape[1] < 2:
+        raise ValueError(f"images_per_prompt must be (P, S, 3, H, W) with S >= 2 seeds; got {tuple(images_per_prompt.shape)}")
+    p, s = images_per_prompt.shape[:2]
+    flat = images_per_prompt.float().reshape(p, s, -1)  # (P, S, D)
+    dist = torch.cdist(flat, flat) / math.sqrt(flat.shape[-1])  # (P, S, S)
+    pairs = torch.triu_indices(s, s, offset=1)  # (2, S(S-1)/2)
+    return dist[:, pairs[0], pairs[1]].mean().item()
+
+
+@torch.no_grad()
+def judge_features(judge: Judge, images: Tensor) -> Tensor:
+    """The judge's hidden layer (input of its last linear layer) for images (N, 3, H, W): (N, hidden).
+
+    Runs the judge's own trunk (``judge.features`` then every MLP layer but the last), after the
+    same resize to the judge's resolution that ``Judge.forward`` does.
+    """
+    _check_images(images, "images")
+    judge.eval()
+    dev, r = next(judge.parameters()).device, judge.config.resolution
+    out = []
+    for chunk in images.float().split(FEATURE_BATCH):
+        x = chunk.to(dev)
+        if x.shape[-2:] != (r, r):
+            x = F.interpolate(x, size=(r, r), mode="bilinear", antialias=True, align_corners=False)  # (B, 3, r, r)
+        out.append(judge.mlp[:-1](judge.features(x)).cpu())  # (B, hidden)
+    return torch.cat(out)  # (N, hidden)
+
+
+def gaussian_frechet_distance(mu_a: Tensor, cov_a: Tensor, mu_b: Tensor, cov_b: Tensor) -> float:
+    """Squared Frechet (2-Wasserstein) distance between N(mu_a, cov_a) and N(mu_b, cov_b) (Dowson &
+    Landau 1982; used by FID, Heusel et al. 2017): ``|mu_a - mu_b|^2 + Tr(A + B - 2 (A B)^(1/2))``.
+
+    mu: (D,), cov: (D, D). Computed in float64 with Tr((A B)^(1/2)) = Tr((A^(1/2) B A^(1/2))^(1/2)),
+    whose inner matrix is symmetric, so two eigendecompositions replace a general matrix square root.
+    """
+    mu_a, mu_b, cov_a, cov_b = (x.double() for x in (mu_a, mu_b, cov_a, cov_b))
+    if mu_a.shape != mu_b.shape or cov_a.shape != cov_b.shape or cov_a.shape != (*mu_a.shape, *mu_a.shape):
+        raise ValueError(f"need mu (D,) and cov (D, D) of equal D; got {tuple(mu_a.shape)}, {tuple(cov_a.shape)}, "
+                         f"{tuple(mu_b.shape)}, {tuple(cov_b.shape)}")
+    # 1. A^(1/2) from the eigendecomposition of the symmetric PSD matrix A
+    evals, evecs = torch.linalg.eigh(cov_a)
+    sqrt_a = evecs @ torch.diag(evals.clamp_min(0).sqrt()) @ evecs.T  # (D, D)
+    # 2. Tr((A^(1/2) B A^(1/2))^(1/2)) = sum of square roots of its eigenvalues
+    inner = sqrt_a @ cov_b @ sqrt_a  # (D, D)
+    tr_sqrt = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp_min(0).sqrt().sum()
+    # 3. mean term plus covariance term (>= 0; rounding can leave a tiny negative for equal Gaussians)
+    return max(0.0, ((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * tr_sqrt).item())
+
+
+def frechet_distance(feats_a: Tensor, feats_b: Tensor) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (N_a, D) and (N_b, D), N >= 2.
+
+    With ``judge_features`` as features this is an FID on shapes (Heusel et al. 2017).
+    """
+    stats = []
+    for name, feats in (("feats_a", feats_a), ("feats_b", feats_b)):
+        if feats.ndim != 2 or feats.shape[0] < 2:
+            raise ValueError(f"{name} must be (N, D) with N >= 2 rows; got {tuple(feats.shape)}")
+        f = feats.double()
+        stats.append((f.mean(0), torch.atleast_2d(torch.cov(f.T))))  # (D,), (D, D)
+    return gaussian_frechet_distance(stats[0][0], stats[0][1], stats[1][0], stats[1][1])
+
+
+def nearest_neighbour_distance(generated: Tensor, training: Tensor, return_index: bool = False,
+                               batch_size: int = 256) -> Tensor | tuple[Tensor, Tensor]:
+    """RMS pixel distance from each generated image (N, 3, H, W) to its nearest training image (M, 3, H, W):
+    (N,), plus the neighbours' indices (N,) with ``return_index``. A memorised image sits at ~0
+    (Carlini et al. 2023 look for near-copies the same way)."""
+    _check_images(generated, "generated")
+    _check_images(training, "training")
+    if generated.shape[1:] != training.shape[1:]:
+        raise ValueError(f"generated {tuple(generated.shape[1:])} and training {tuple(training.shape[1:])} images differ in size")
+    train_flat = training.float().flatten(1)  # (M, D)
+    dists, index = [], []
+    for chunk in generated.float().flatten(1).split(batch_size):  # (b, D)
+        d, i = torch.cdist(chunk, train_flat).min(1)  # (b,), (b,)
+        dists.append(d / math.sqrt(train_flat.shape[1]))
+        index.append(i)
+    return (torch.cat(dists), torch.cat(index)) if return_index else torch.cat(dists)
+
+
+def generate(pipe: Any, prompts: Sequence[str], seeds: Optional[Sequence[int]] = None, **sample_kwargs: Any) -> Tensor:
+    """Images (N, 3, H, W) from a ``pipeline.Pipeline``, ``GENERATE_BATCH`` prompts per call; seed i
+    defaults to i. Batching does not change any image (one generator per image)."""
+    seeds = list(range(len(prompts))) if seeds is None else list(seeds)
+    if len(seeds) != len(prompts):
+        raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; pass one seed per prompt")
+    chunks = [pipe(list(prompts[i:i + GENERATE_BATCH]), seeds=seeds[i:i + GENERATE_BATCH], **sample_kwargs).cpu()
+              for i in range(0, len(prompts), GENERATE_BATCH)]
+    return torch.cat(chunks)
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], header: bool = True, width: int = 0) -> str:
+    """A plain-text table, one row per dict; floats printed with 3 decimals; every column at least
+    ``width`` wide (so rows printed one at a time with ``header=False`` line up)."""
+    cells = [[f"{r.get(c):.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(width, len(c), *(len(row[j]) for row in cells)) for j, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))] if header else []
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def evaluate_judge_cli(n: int = 2000) -> dict[str, Any]:
+    """Print the shipped judge's per-attribute accuracy on ``n`` held-out real shapes images (one or two
+    objects) and on the rendered evaluation prompts (the ceiling for adherence); must be >= 99% each."""
+    judge = load_judge()
+    real = evaluate_judge(judge, n)
+    prompts = eval_prompts()
+    ceiling = adherence(judge, render([parse_caption(p) for p in prompts], judge.config.resolution), prompts)
+    rows = [{"images": f"{n} real (1-2 objects)", **real}, {"images": f"{EVAL_PROMPTS} eval prompts, rendered", **ceiling}]
+    print("judge accuracy on real shapes images")
+    print(format_table(rows, ["images", *real]))
+    worst = min(v for r in (real, ceiling) for k, v in r.items() if not math.isnan(v))
+    print(f"lowest: {worst:.4f} ({'meets' if worst >= JUDGE_TARGET else 'BELOW'} the {JUDGE_TARGET:.0%} target)")
+    return {"judge_real": real, "judge_eval_prompts_rendered": ceiling, "judge_ok": worst >= JUDGE_TARGET}
+
+
+def evaluate_pipeline_cli(weights: Optional[str | Path] = None, n_prompts: int = EVAL_PROMPTS, steps: int = 20,
+                          guidance_scale: float = 3.0, sampler: str = "dpmpp_2m", device: str = "auto") -> dict[str, Any]:
+    """Generate one image per evaluation prompt (seed = index) and print per-attribute adherence + "all".
+
+    ``weights``: a training run's folder, or None for the shipped pipeline.
+    """
+    from minidiff.pipeline import load_pipeline
+
+    pipe = load_pipeline(weights, device=device)
+    prompts = eval_prompts(n_prompts)
+    start = time.perf_counter()
+    images = generate(pipe, prompts, steps=steps, sampler=sampler, guidance_scale=guidance_scale)
+    seconds = time.perf_counter() - start
+    scores = prompt_adherence(images, prompts)
+    settings = {"weights": str(weights or "shipped"), "prompts": n_prompts, "steps": steps, "sampler": sampler,
+                "guidance_scale": guidance_scale, "device": str(pipe.device), "seconds": round(seconds, 2)}
+    print(f"\nprompt adherence of {settings['weights']} on {n_prompts} evaluation prompts "
+          f"({steps} {sampler} steps, guidance {guidance_scale}, {seconds:.1f} s on {pipe.device})")
+    print(format_table([scores], list(scores)))
+    return {"adherence": scores, "settings": settings}
+
+
+def _check_images(images: Tensor, name: str) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"{name} must be (N, 3, H, W) images in [-1, 1]; got shape {tuple(images.shape)}")
