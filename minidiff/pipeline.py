@@ -141,10 +141,11 @@ def verify_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict:
         raise ValueError(f"no weights manifest at {manifest_path}; reinstall minidiff or train with "
                          "`python -m minidiff train --preset shapes-latent`")
     manifest = json.loads(manifest_path.read_text())
+    for name in manifest["files"]:
+        if not (weights_dir / name).is_file():
+            raise ValueError(f"shipped weights file {weights_dir / name} is missing; reinstall minidiff")
     for name, entry in manifest["files"].items():
         path = weights_dir / name
-        if not path.is_file():
-            raise ValueError(f"shipped weights file {path} is missing; reinstall minidiff")
         if sha256(path) != entry["sha256"]:
             raise ValueError(f"shipped weights file {path} is corrupt: its sha256 differs from the manifest; "
                              f"reinstall minidiff or rebuild it with: {entry['command']}")

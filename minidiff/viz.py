@@ -237,8 +237,39 @@ def figure_gan_vs_diffusion(out_dir: Path, fast: bool) -> Path:
     return _save(fig, out_dir, "gan_vs_diffusion.png")
 
 
+SAMPLE_PROMPTS = (
+    "a large red circle at the top left on a blue background",
+    "a small green square at the bottom right on a black background",
+    "a large yellow triangle at the center on a gray background",
+    "a small purple diamond at the top right on a white background",
+    "a large orange square at the bottom left on a black background",
+)
+GUIDANCE_SCALES = (0.0, 1.0, 3.0, 5.0, 7.5, 10.0)
+
+
+def figure_samples(out_dir: Path, fast: bool) -> Path:
+    """figures/samples.png: the shipped pipeline, one row per prompt, one column per seed (20 steps)."""
+    from minidiff.pipeline import load_pipeline
+
+    pipe, seeds = load_pipeline(device="cpu"), 2 if fast else 6
+    images = pipe([p for p in SAMPLE_PROMPTS for _ in range(seeds)], seeds=[s for _ in SAMPLE_PROMPTS for s in range(seeds)],
+                  steps=5 if fast else 20)
+    images = torch.nn.functional.interpolate(images, scale_factor=4, mode="nearest")  # (N, 3, 4H, 4W): readable
+    return save_grid(images, out_dir / "samples.png", nrow=seeds)
+
+
+def figure_guidance(out_dir: Path, fast: bool) -> Path:
+    """figures/guidance.png: one prompt and seed at guidance scales 0, 1, 3, 5, 7.5 and 10."""
+    from minidiff.pipeline import load_pipeline
+
+    pipe = load_pipeline(device="cpu")
+    frames = [pipe(SAMPLE_PROMPTS[0], seeds=1, steps=5 if fast else 20, guidance_scale=w)[0] for w in GUIDANCE_SCALES]
+    fig = denoising_strip(frames, [f"guidance {w:g}" for w in GUIDANCE_SCALES])
+    return _save(fig, out_dir, "guidance.png")
+
+
 FIGURES: list[Callable[[Path, bool], Path]] = [
-    figure_schedules, figure_noising, figure_reverse_2d, figure_gan_vs_diffusion,
+    figure_schedules, figure_noising, figure_reverse_2d, figure_gan_vs_diffusion, figure_samples, figure_guidance,
 ]
 
 

@@ -90,3 +90,21 @@ def test_unknown_words_and_too_long_prompts_are_refused():
         tiny_pipeline()("a large red circel")
     with pytest.raises(ValueError):
         tiny_pipeline()(" ".join(["red"] * 100))
+
+
+def test_manifest_catches_a_missing_or_corrupt_weights_file(tmp_path):
+    from minidiff.checkpoint import save_checkpoint, write_manifest
+    from minidiff.pipeline import verify_manifest
+
+    save_checkpoint(tmp_path / "unet", {"w": torch.ones(3)}, {"a": 1})
+    manifest = write_manifest(tmp_path, {"unet": "python -m minidiff train --preset shapes-latent"})
+    assert set(manifest["files"]) == {"unet.safetensors", "unet.json"}
+    assert verify_manifest(tmp_path)["total_bytes"] == manifest["total_bytes"]
+    data = bytearray((tmp_path / "unet.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (tmp_path / "unet.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="unet.safetensors is corrupt.*python -m minidiff train"):
+        verify_manifest(tmp_path)
+    (tmp_path / "unet.json").unlink()
+    with pytest.raises(ValueError, match="unet.json is missing"):
+        verify_manifest(tmp_path)
