@@ -8,7 +8,7 @@ nothing clicks, so call ``render()`` yourself and show ``png`` as a static pictu
 from __future__ import annotations
 
 import io
-from typing import Callable
+from collections.abc import Callable
 
 import ipywidgets as widgets
 import torch

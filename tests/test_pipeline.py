@@ -34,7 +34,7 @@ def test_same_seed_same_image_bitwise_and_seeds_are_per_image():
     assert a.shape == (2, 3, 32, 32) and torch.equal(a, b)
     assert not torch.equal(a[0], a[1])
     alone = pipe([PROMPT], seeds=[4], steps=4, sampler="ddpm")
-    assert torch.allclose(alone[0], a[1], atol=1e-5), "an image must depend on its own seed, not its batch"
+    assert torch.allclose(alone[0], a[1], atol=1e-4), "an image must depend on its own seed, not its batch"
 
 
 def test_same_seed_in_a_second_process_is_bitwise_equal(tmp_path):
