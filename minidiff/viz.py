@@ -251,7 +251,7 @@ def figure_samples(out_dir: Path, fast: bool) -> Path:
     """figures/samples.png: the shipped pipeline, one row per prompt, one column per seed (20 steps)."""
     from minidiff.pipeline import load_pipeline
 
-    pipe, seeds = load_pipeline(device="cpu"), 2 if fast else 6
+    pipe, seeds = load_pipeline(device="cpu"), 3 if fast else 6
     images = pipe([p for p in SAMPLE_PROMPTS for _ in range(seeds)], seeds=[s for _ in SAMPLE_PROMPTS for s in range(seeds)],
                   steps=5 if fast else 20)
     images = torch.nn.functional.interpolate(images, scale_factor=4, mode="nearest")  # (N, 3, 4H, 4W): readable
