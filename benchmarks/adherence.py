@@ -17,10 +17,8 @@ With 100 images and 128 features the Frechet distance is biased upwards: compare
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +29,7 @@ from minidiff.metrics import (diversity, eval_prompts, format_table, frechet_dis
                               prompt_adherence, saturation)
 from minidiff.pipeline import Pipeline, load_pipeline
 from minidiff.sampling import SAMPLERS
-from train_pixel import ATTRIBUTES, SAMPLING, machine
+from train_pixel import ATTRIBUTES, SAMPLING, machine, write_report
 
 STEPS = (5, 10, 20, 50)
 SCALES = (0.0, 1.0, 3.0, 5.0, 7.5, 10.0)  # issue 3's sweep
@@ -112,9 +110,7 @@ def main() -> None:
                        ["guidance", *ATTRIBUTES, "fd", "saturation", "diversity", "seconds"]))
     report = {"samplers": samplers, "guidance": guidance, "real": reference, "weights": str(args.weights or "shipped"),
               "args": vars(args), "machine": {**machine(), "load_average_start": load_start}, "wall_s": time.perf_counter() - wall}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.json} ({report['wall_s']:.0f} s)")
+    write_report(args.json, report)
 
 
 if __name__ == "__main__":

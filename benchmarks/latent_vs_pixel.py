@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -33,7 +32,7 @@ from minidiff.schedule import make_schedule
 from minidiff.training import TrainConfig, build_unet, train_config
 from minidiff.text import TextEncoder, Tokenizer
 from minidiff.vae import VAE
-from train_pixel import FAST, SAMPLING, adherence_curve, first_reaching, machine, prepare_stages, step_speed
+from train_pixel import FAST, SAMPLING, adherence_curve, first_reaching, machine, prepare_stages, step_speed, write_report
 
 GOAL_MINUTES = 15.0  # issue 4: the whole latent pipeline from scratch to 90% adherence on 2 CPU cores
 SAMPLE_PROMPT = "a large red circle at the top left on a blue background"  # the README's run command
@@ -136,9 +135,7 @@ def main() -> None:
     report = {"summary": table, "results": results, "curves": curves, "stages_s": stages, "stage_steps": stage_steps,
               "latent_total_min": latent_total, "goal_min": GOAL_MINUTES, "sampling": SAMPLING, "args": vars(args),
               "machine": {**machine(), "load_average_start": load_start}, "wall_s": time.perf_counter() - wall}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.json} ({report['wall_s']:.0f} s)")
+    write_report(args.json, report)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,13 @@ def machine() -> dict[str, Any]:
             "torch": torch.__version__}
 
 
+def write_report(path: str, report: dict[str, Any]) -> None:
+    """Write a benchmark's JSON report (creating its folder) and say where, with its wall time."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=2))
+    print(f"wrote {path} ({report['wall_s']:.0f} s)")
+
+
 def prepare_stages(config: TrainConfig, out: Path, text_encoder: Optional[str] = None, vae: Optional[str] = None,
                    batch_scale: float = 1.0, device: str = "cpu") -> tuple[TextEncoder, Tokenizer, Optional[VAE], dict[str, float]]:
     """The frozen stages a U-Net trains against, saved into ``out`` (the layout ``load_pipeline`` reads).
@@ -214,9 +221,7 @@ def main() -> None:
     print(format_table(curve, ["step", "train_min", "loss", *ATTRIBUTES, *(["all_raw"] if args.raw else [])]))
     report = {"speed": speed, "curve": curve, "stages_s": stage_s, "sampling": SAMPLING, "fast": args.fast,
               "args": vars(args), "machine": {**machine(), "load_average_start": load_start}, "wall_s": time.perf_counter() - wall}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.json} ({report['wall_s']:.0f} s)")
+    write_report(args.json, report)
 
 
 if __name__ == "__main__":
