@@ -11,7 +11,10 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    import torch
 
 EXIT_BAD_INPUT = 2
 
@@ -20,6 +23,20 @@ class UserError(Exception):
     """Input the user can fix; printed without a traceback."""
 
 
+def judge_lines(images: torch.Tensor, prompts: list[str], seeds: list[int]) -> list[str]:
+    """What the shipped judge reads back from each image (N, 3, H, W) in [-1, 1], one line per image:
+    its seed, "ok" or "MISSED" (every attribute the prompt names, and the object count), and the scene
+    it read, as a caption. E.g. ``judge, seed 0: ok     a large red circle at the top left on a blue background``.
+    """
+    from minidiff.data import caption, parse_caption
+    from minidiff.judge import load_judge, predict_scenes, score_scene
+
+    lines = []
+    for prompt, seed, got in zip(prompts, seeds, predict_scenes(load_judge(), images)):
+        right = all(c == n for c, n in score_scene(parse_caption(prompt), got).values())
+        read = caption(got, 0) if got.objects else f"no object on a {got.background} background"
+        lines.append(f"judge, seed {seed}: {'ok    ' if right else 'MISSED'} {read}")
+    return lines
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -40,6 +57,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     save_grid(images, out, nrow=args.num_images)
     print(f"{out}  ({len(prompts)} images, {args.steps} {args.sampler} steps, guidance {args.guidance}, "
           f"{time.perf_counter() - start:.2f} s)", file=sys.stderr)
+    if images.shape[-1] == images.shape[-2]:  # the judge reads square images only
+        for line in judge_lines(images, prompts, seeds):
+            print(line, file=sys.stderr)
     print(out)
     return 0
 

@@ -50,3 +50,28 @@ def test_sample_writes_a_png_and_prints_its_path(tmp_path):
     result = run("sample", "a large red circle at the top left on a blue background", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(out) and out.stat().st_size > 0
+    assert [line.split(":")[0] for line in result.stderr.splitlines() if line.startswith("judge")] == [
+        f"judge, seed {seed}" for seed in range(4)]
+
+
+def test_judge_lines_read_real_renders_back():
+    from minidiff.cli import judge_lines
+    from minidiff.data import parse_caption, render
+
+    prompt = "a large red circle at the top left on a blue background"
+    image = render([parse_caption(prompt)], 32)  # (1, 3, 32, 32): exactly what the prompt asks for
+    assert judge_lines(image, [prompt], [7]) == [f"judge, seed 7: ok     {prompt}"]
+    wrong = "a large green square at the bottom right on a white background"
+    assert judge_lines(image, [wrong], [7]) == [f"judge, seed 7: MISSED {prompt}"]
+
+
+def test_train_then_sample_from_the_run(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run("train", "--preset", "tiny", "--out", str(run_dir), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "step=20" in result.stdout and f"--weights {run_dir}" in result.stdout
+    assert {"text_encoder.json", "vae.json", "unet.json", "train_state.json"} <= {p.name for p in run_dir.iterdir()}
+    out = tmp_path / "grid.png"
+    result = run("sample", "a red circle", "--weights", str(run_dir), "--steps", "2", "--num-images", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_size > 0

@@ -89,3 +89,19 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "RANK_DONE 0 2 3" in result.stdout and "RANK_DONE 1 2 3" in result.stdout
     assert weights(tmp_path / "run")[1] == 3
+
+
+def test_train_preset_in_pixel_space_writes_a_loadable_run(tmp_path):
+    from minidiff.pipeline import load_pipeline
+    from minidiff.training import train_preset
+
+    small = {"base_channels": 8, "channel_mults": (1, 2), "attention_levels": (1,)}
+    config = train_config("tiny", latent=False, unet="cpu-pixel", resolution=16, steps=4, sample_every=2, unet_overrides=small)
+    timings = train_preset(config, tmp_path, device="cpu", progress=False)
+    assert timings["step"] == 4 and "vae_s" not in timings and not (tmp_path / "vae.json").exists()
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_000002.png", "step_000004.png"]
+    pipe = load_pipeline(tmp_path, device="cpu")
+    assert pipe.vae is None and pipe(["a red circle"], steps=2).shape == (1, 3, 16, 16)
+    # a second call finds every stage finished: the text encoder is not retrained
+    again = train_preset(config, tmp_path, device="cpu", resume=True, progress=False)
+    assert "text_encoder_s" not in again and again["step"] == 4
