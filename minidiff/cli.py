@@ -46,6 +46,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.num_images < 1:
         raise UserError(f"--num-images={args.num_images} must be >= 1")
+    if args.scale < 1:
+        raise UserError(f"--scale={args.scale} must be >= 1 (1 writes the images at their own size)")
     pipe = load_pipeline(args.weights, device=args.device)
     prompts = [p for p in args.prompt for _ in range(args.num_images)]
     seeds = [args.seed + i for _ in args.prompt for i in range(args.num_images)]
@@ -54,7 +56,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                   negative_prompt=args.negative_prompt, height=args.height, width=args.width)
     slug = re.sub(r"[^a-z0-9]+", "_", args.prompt[0].lower()).strip("_")[:60] or "unconditional"
     out = Path(args.out or f"outputs/{slug}_seed{args.seed}.png")
-    save_grid(images, out, nrow=args.num_images)
+    save_grid(images, out, nrow=args.num_images, scale=args.scale)
     print(f"{out}  ({len(prompts)} images, {args.steps} {args.sampler} steps, guidance {args.guidance}, "
           f"{time.perf_counter() - start:.2f} s)", file=sys.stderr)
     if images.shape[-1] == images.shape[-2]:  # the judge reads square images only
@@ -137,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="a training run's folder (default: the shipped weights)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--out", default=None, help="PNG path (default: outputs/<prompt>_seed<seed>.png)")
+    p.add_argument("--scale", type=int, default=4, help="draw every pixel as a scale x scale block in the PNG")
     p.set_defaults(run=cmd_sample)
 
     p = sub.add_parser("train", help="train a preset from scratch: text encoder, VAE, U-Net")

@@ -317,7 +317,7 @@ def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "
     def write_grid(ema: UNet, step: int) -> None:
         pipe = Pipeline(ema, text_encoder, tokenizer, schedule, vae, config.resolution)
         images = pipe([p for p in SAMPLE_PROMPTS for _ in range(2)], seeds=0, steps=20)
-        save_grid(images, out / "samples" / f"step_{step:06d}.png", nrow=2)
+        save_grid(images, out / "samples" / f"step_{step:06d}.png", nrow=2, scale=4)
 
     result = train_denoiser(config, out, text_encoder, tokenizer, vae, device=device, resume=resume,
                             max_minutes=max_minutes, progress=progress, sample_fn=write_grid)

@@ -62,11 +62,15 @@ def image_grid(images: Tensor, nrow: int = 8, padding: int = 1, pad_value: int =
     return grid
 
 
-def save_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
-    """Write image_grid(images, nrow) to ``path`` (PNG, GIF, ... by suffix); return the path."""
+def save_grid(images: Tensor, path: str | Path, nrow: int = 8, scale: int = 1) -> Path:
+    """Write image_grid(images (N, 3, H, W), nrow) to ``path`` (PNG, GIF, ... by suffix), every pixel
+    repeated ``scale`` times each way (32 px images are hard to see at 1:1); return the path."""
+    if not (isinstance(scale, int) and scale >= 1):
+        raise ValueError(f"scale={scale!r} must be an integer >= 1")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image_grid(images, nrow)).save(path)
+    grid = image_grid(images, nrow)  # (H', W', 3) uint8
+    Image.fromarray(grid.repeat(scale, axis=0).repeat(scale, axis=1)).save(path)
     return path
 
 

@@ -38,6 +38,7 @@ def test_the_shipped_weights_are_listed():
     (["sample", "a red circle", "--guidance", "-1"], "guidance_scale=-1"),
     (["sample", "a red circle", "--height", "30"], "height=30"),
     (["sample", "a red circle", "--sampler", "plms"], "sampler='plms'"),
+    (["sample", "a red circle", "--scale", "0"], "--scale=0"),
 ])
 def test_sample_bad_input(args, message):
     result = run(*args)
