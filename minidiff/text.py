@@ -91,8 +91,8 @@ class Tokenizer:
         if word not in self.ids:
             words = self.tokens[len(SPECIALS):]
             close = difflib.get_close_matches(word, words, n=CLOSE_MATCHES)
-            hint = f"closest known words: {close}" if close else f"known words: {words}"
-            raise ValueError(f"unknown word {word!r} in prompt {prompt!r}; {hint}")
+            hint = f"closest known words: {close}; " if close else ""  # a typo; "pink" or "tiny" match nothing useful
+            raise ValueError(f"unknown word {word!r} in prompt {prompt!r}; {hint}every known word: {' '.join(words)}")
         return self.ids[word]
 
     def decode(self, tokens: Tensor) -> list[str]:

@@ -49,6 +49,9 @@ def test_padding_and_specials(tokenizer):
 def test_unknown_word_names_close_matches(tokenizer):
     with pytest.raises(ValueError, match="unknown word 'purpel'.*'purple'"):
         tokenizer.encode(["a purpel circle"], 32)
+    with pytest.raises(ValueError) as err:  # no useful close match: the whole vocabulary is listed
+        tokenizer.encode(["a pink circle"], 32)
+    assert all(word in str(err.value).split("every known word: ")[1].split() for word in ("purple", "red", "circle"))
 
 
 def test_too_long_prompt_is_refused(tokenizer):
