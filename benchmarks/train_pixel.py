@@ -84,7 +84,7 @@ def prepare_stages(config: TrainConfig, out: Path, text_encoder: Optional[str] =
         if vae is None:
             start = time.perf_counter()
             model = train_vae(VAEConfig.from_preset(config.vae_preset), steps=config.vae_steps,
-                              batch_size=max(1, int(32 * batch_scale)), seed=config.seed, device=device,
+                              batch_size=max(1, int(config.vae_batch_size * batch_scale)), seed=config.seed, device=device,
                               resolution=config.resolution, progress=False)
             timings["vae_s"] = time.perf_counter() - start
         else:

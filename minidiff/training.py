@@ -64,7 +64,8 @@ class TrainConfig:
     text_preset: str = "cpu"
     text_steps: int = 600
     vae_preset: str = "f4"
-    vae_steps: int = 6000  # batch 8: the recipe of the shipped VAE (weights/README.md)
+    vae_steps: int = 6000  # with vae_batch_size, the recipe of the shipped VAE (weights/README.md)
+    vae_batch_size: int = 8
     unet_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -306,8 +307,9 @@ def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "
     if config.latent:
         if not (out / "vae.json").exists():
             start = time.perf_counter()
-            trained = train_vae(VAEConfig.from_preset(config.vae_preset), steps=config.vae_steps, seed=config.seed,
-                                device=device, resolution=config.resolution, progress=progress and rank == 0)
+            trained = train_vae(VAEConfig.from_preset(config.vae_preset), steps=config.vae_steps,
+                                batch_size=config.vae_batch_size, seed=config.seed, device=device,
+                                resolution=config.resolution, progress=progress and rank == 0)
             if rank == 0:
                 save_vae(trained, str(out / "vae"))
             timings["vae_s"] = time.perf_counter() - start
