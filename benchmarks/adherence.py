@@ -29,10 +29,10 @@ from minidiff.metrics import (diversity, eval_prompts, format_table, frechet_dis
                               prompt_adherence, saturation)
 from minidiff.pipeline import Pipeline, load_pipeline
 from minidiff.sampling import SAMPLERS
+from minidiff.viz import GUIDANCE_SCALES  # issue 3's sweep: 0, 1, 3, 5, 7.5, 10
 from train_pixel import ATTRIBUTES, SAMPLING, machine, write_report
 
 STEPS = (5, 10, 20, 50)
-SCALES = (0.0, 1.0, 3.0, 5.0, 7.5, 10.0)  # issue 3's sweep
 SEED_STRIDE = 1000  # seed k of prompt i is k * SEED_STRIDE + i, so seed 0 is the adherence image
 
 
@@ -89,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     args.json = args.json or f"benchmarks/results/adherence{'_fast' if args.fast else ''}.json"
     torch.set_num_threads(args.threads)
-    steps_list, scales = (STEPS[:2], (0.0, 3.0, 10.0)) if args.fast else (STEPS, SCALES)
+    steps_list, scales = (STEPS[:2], (0.0, 3.0, 10.0)) if args.fast else (STEPS, GUIDANCE_SCALES)
     if args.fast:
         args.prompts, args.diversity_prompts, args.seeds = min(args.prompts, 8), 2, 2
     load_start = [round(x, 2) for x in os.getloadavg()]  # other work on the machine slows every timing

@@ -29,11 +29,11 @@ def judge_lines(images: torch.Tensor, prompts: list[str], seeds: list[int]) -> l
     it read, as a caption. E.g. ``judge, seed 0: ok     a large red circle at the top left on a blue background``.
     """
     from minidiff.data import caption, parse_caption
-    from minidiff.judge import load_judge, predict_scenes, score_scene
+    from minidiff.judge import all_right, load_judge, predict_scenes, score_scene
 
     lines = []
     for prompt, seed, got in zip(prompts, seeds, predict_scenes(load_judge(), images)):
-        right = all(c == n for c, n in score_scene(parse_caption(prompt), got).values())
+        right = all_right(score_scene(parse_caption(prompt), got))
         read = caption(got, 0) if got.objects else f"no object on a {got.background} background"
         lines.append(f"judge, seed {seed}: {'ok    ' if right else 'MISSED'} {read}")
     return lines

@@ -205,6 +205,11 @@ def score_scene(want: Scene, got: Scene) -> dict[str, tuple[int, int]]:
     return out
 
 
+def all_right(score: dict[str, tuple[int, int]]) -> bool:
+    """True when a ``score_scene`` result has every named attribute, and the object count, right."""
+    return all(c == n for c, n in score.values())
+
+
 def adherence(judge: Judge, images: torch.Tensor, captions: Sequence[str]) -> dict[str, float]:
     """Prompt adherence of images (N, 3, H, W) to their captions, read by the judge.
 
@@ -219,7 +224,7 @@ def adherence(judge: Judge, images: torch.Tensor, captions: Sequence[str]) -> di
     perfect = 0
     for want, got in zip(wanted, predict_scenes(judge, images)):
         score = score_scene(want, got)
-        perfect += all(c == n for c, n in score.values())
+        perfect += all_right(score)
         for a, (c, n) in score.items():
             totals[a][0] += c
             totals[a][1] += n

@@ -22,6 +22,7 @@ from torch import Tensor
 from minidiff.data import make_shapes
 from minidiff.sampling import make_timesteps
 from minidiff.schedule import SCHEDULES, NoiseSchedule, make_schedule, q_sample
+from minidiff.training import SAMPLE_PROMPTS as TRAINING_PROMPTS
 from minidiff.toy2d import (
     MLPDenoiser,
     eight_gaussians,
@@ -241,13 +242,7 @@ def figure_gan_vs_diffusion(out_dir: Path, fast: bool) -> Path:
     return _save(fig, out_dir, "gan_vs_diffusion.png")
 
 
-SAMPLE_PROMPTS = (
-    "a large red circle at the top left on a blue background",
-    "a small green square at the bottom right on a black background",
-    "a large yellow triangle at the center on a gray background",
-    "a small purple diamond at the top right on a white background",
-    "a large orange square at the bottom left on a black background",
-)
+SAMPLE_PROMPTS = (*TRAINING_PROMPTS, "a large orange square at the bottom left on a black background")
 GUIDANCE_SCALES = (0.0, 1.0, 3.0, 5.0, 7.5, 10.0)
 
 
@@ -258,8 +253,7 @@ def figure_samples(out_dir: Path, fast: bool) -> Path:
     pipe, seeds = load_pipeline(device="cpu"), 3 if fast else 6
     images = pipe([p for p in SAMPLE_PROMPTS for _ in range(seeds)], seeds=[s for _ in SAMPLE_PROMPTS for s in range(seeds)],
                   steps=5 if fast else 20)
-    images = torch.nn.functional.interpolate(images, scale_factor=4, mode="nearest")  # (N, 3, 4H, 4W): readable
-    return save_grid(images, out_dir / "samples.png", nrow=seeds)
+    return save_grid(images, out_dir / "samples.png", nrow=seeds, scale=4)
 
 
 def figure_guidance(out_dir: Path, fast: bool) -> Path:
