@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from minidiff.data import parse_caption, render
+from minidiff.shapes import parse_caption, render
 from minidiff.judge import Judge, load_judge
 from minidiff.metrics import (diversity, eval_prompts, format_table, frechet_distance, generate, judge_features,
                               prompt_adherence, saturation)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from minidiff.data import ShapesConfig, make_shapes
+from minidiff.shapes import ShapesConfig, make_shapes
 from minidiff.vae import VAEConfig, from_latent, reconstruction_error_by_size, save_vae, to_latent, train_vae
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ def judge_lines(images: torch.Tensor, prompts: list[str], seeds: list[int]) -> l
     its seed, "ok" or "MISSED" (every attribute the prompt names, and the object count), and the scene
     it read, as a caption. E.g. ``judge, seed 0: ok     a large red circle at the top left on a blue background``.
     """
-    from minidiff.data import caption, parse_caption
+    from minidiff.shapes import caption, parse_caption
     from minidiff.judge import all_right, load_judge, predict_scenes, score_scene
 
     lines = []

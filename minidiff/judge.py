@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
-from minidiff.data import (BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, Object, Scene, ShapesConfig, make_shapes,
-                           parse_caption, render, sample_scenes)
+from minidiff.shapes import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, Object, Scene, ShapesConfig, make_shapes, parse_caption, render, sample_scenes
 
 WEIGHTS = Path(__file__).parent / "weights" / "judge"  # the shipped judge (.safetensors + .json)
 NONE = len(SHAPES)  # shape class meaning "this slot is empty"

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from minidiff.data import ShapesConfig, caption, parse_caption, render, sample_scenes
+from minidiff.shapes import ShapesConfig, caption, parse_caption, render, sample_scenes
 from minidiff.judge import Judge, adherence, evaluate_judge, load_judge
 
 EVAL_PROMPTS = 200  # size of the fixed evaluation set that `python -m minidiff eval` scores

@@ -27,7 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
-from minidiff.data import ShapesConfig, make_shapes
+from minidiff.shapes import ShapesConfig, make_shapes
 from minidiff.schedule import PREDICTION_TYPES, make_schedule, q_sample, training_target
 from minidiff.text import TextEncoder, Tokenizer, encode_prompts
 from minidiff.unet import UNet, UNetConfig

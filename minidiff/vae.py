@@ -220,7 +220,7 @@ def train_vae(config: VAEConfig, steps: int, batch_size: int = 8, seed: int = 0,
     ``time_limit_s`` seconds when that runs out first. Sets ``vae.train_steps``,
     ``vae.train_time_s`` and ``vae.train_cpu_s`` (wall-clock and CPU seconds).
     """
-    from minidiff.data import ShapesConfig, make_shapes
+    from minidiff.shapes import ShapesConfig, make_shapes
 
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps={steps} and batch_size={batch_size} must both be >= 1")
@@ -275,7 +275,7 @@ def object_masks(scenes: list, resolution: int) -> tuple[torch.Tensor, list[str]
     """One mask per object: (M, H, W) bool, True where the object covers any part of a pixel,
     and the object sizes (M,). Each object is drawn alone on its background and compared with the
     bare background, so anti-aliased edges (where detail lives) count as the object's pixels."""
-    from minidiff.data import Scene, render
+    from minidiff.shapes import Scene, render
 
     alone = [Scene(s.background, (o,)) for s in scenes for o in s.objects]
     bare = [Scene(s.background) for s in scenes for _ in s.objects]
@@ -292,7 +292,7 @@ def reconstruction_error_by_size(vae: VAE, n: int = 256, seed: int = EVAL_SEED, 
     Returns {"overall", "background", "small", "large", "n_small", "n_large"}; a lossy latent loses
     small objects (a few pixels, under one latent cell at f8) before large ones.
     """
-    from minidiff.data import ShapesConfig, make_shapes
+    from minidiff.shapes import ShapesConfig, make_shapes
 
     images, _, scenes = make_shapes(n, ShapesConfig(resolution=resolution), seed=seed)
     device = next(vae.parameters()).device

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
-from minidiff.data import make_shapes
+from minidiff.shapes import make_shapes
 from minidiff.sampling import make_timesteps
 from minidiff.schedule import SCHEDULES, NoiseSchedule, make_schedule, q_sample
 from minidiff.training import SAMPLE_PROMPTS as TRAINING_PROMPTS

@@ -57,7 +57,7 @@ def test_sample_writes_a_png_and_prints_its_path(tmp_path):
 
 def test_judge_lines_read_real_renders_back():
     from minidiff.cli import judge_lines
-    from minidiff.data import parse_caption, render
+    from minidiff.shapes import parse_caption, render
 
     prompt = "a large red circle at the top left on a blue background"
     image = render([parse_caption(prompt)], 32)  # (1, 3, 32, 32): exactly what the prompt asks for

@@ -12,9 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from minidiff.data import (BACKGROUNDS, COMPATIBLE, HALF_EXTENT, POSITIONS, RGB, SHAPES, SIZES, TEMPLATES, Object,
-                           Scene, ShapesConfig, ShapesDataset, caption, captions_for, hf_dataset, image_folder_dataset,
-                           make_shapes, parse_caption, render, sample_scenes, split_words, vocabulary)
+from minidiff.shapes import BACKGROUNDS, COMPATIBLE, HALF_EXTENT, POSITIONS, RGB, SHAPES, SIZES, TEMPLATES, Object, Scene, ShapesConfig, ShapesDataset, caption, captions_for, make_shapes, parse_caption, render, sample_scenes, split_words, vocabulary
+from minidiff.data import hf_dataset, image_folder_dataset
 
 
 def scenes(n: int, seed: int = 0, **kwargs) -> list[Scene]:

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from minidiff.data import Object, Scene, make_shapes, render
+from minidiff.shapes import Object, Scene, make_shapes, render
 from minidiff.judge import (PRESETS, WEIGHTS, Judge, JudgeConfig, adherence, augment, evaluate_judge, load_judge,
                             judge_loss, predict_scenes, save_judge, scene_targets, score_scene, train_judge)
 

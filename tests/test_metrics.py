@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minidiff.checkpoint import save_checkpoint
-from minidiff.data import ShapesConfig, make_shapes, parse_caption, render, vocabulary
+from minidiff.shapes import ShapesConfig, make_shapes, parse_caption, render, vocabulary
 from minidiff.judge import load_judge
 from minidiff.metrics import (EVAL_PROMPTS, diversity, eval_prompts, evaluate_judge_cli, evaluate_pipeline_cli,
                               format_table, frechet_distance, gaussian_frechet_distance, generate, judge_features,

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from minidiff.data import vocabulary
+from minidiff.shapes import vocabulary
 from minidiff.pipeline import Pipeline
 from minidiff.schedule import make_schedule
 from minidiff.text import TextEncoder, TextEncoderConfig, Tokenizer

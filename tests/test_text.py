@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from minidiff import data
+from minidiff import shapes as data
 from minidiff.checkpoint import save_checkpoint
 from minidiff.text import (BOS_ID, EOS_ID, PAD_ID, PRESETS, SHIPPED_WEIGHTS, CLIPConfig, TextEncoder,
                            TextEncoderConfig, TinyCLIP, Tokenizer, clip_loss, encode_prompts, load_clip,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from minidiff.checkpoint import load_checkpoint
-from minidiff.data import vocabulary
+from minidiff.shapes import vocabulary
 from minidiff.text import TextEncoder, TextEncoderConfig, Tokenizer
 from minidiff.training import TrainingDiverged, lr_at, train_config, train_denoiser
 

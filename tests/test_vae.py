@@ -116,7 +116,7 @@ class PoolCodec(torch.nn.Module):
 
 
 def test_object_masks_hand_counted():
-    from minidiff.data import Object, Scene
+    from minidiff.shapes import Object, Scene
 
     scene = Scene("black", (Object("square", "red", "large", "center"),))
     masks, sizes = object_masks([scene], 32)
@@ -134,7 +134,7 @@ def test_error_by_size_identity_is_zero_and_pooling_hurts_small_objects_most():
 
 @pytest.mark.skipif(not WEIGHTS.with_suffix(".json").is_file(), reason="shipped VAE weights not built")
 def test_shipped_weights_reconstruct_fresh_shapes():
-    from minidiff.data import ShapesConfig, make_shapes
+    from minidiff.shapes import ShapesConfig, make_shapes
 
     vae = load_vae(WEIGHTS)
     assert WEIGHTS.with_suffix(".safetensors").stat().st_size < 5_000_000
