@@ -7,6 +7,7 @@ imported inside each command so that ``sample`` starts fast.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -39,6 +40,24 @@ def judge_lines(images: torch.Tensor, prompts: list[str], seeds: list[int]) -> l
     return lines
 
 
+def label_judge_lines(path: Path, images: torch.Tensor, prompts: list[str], seeds: list[int]) -> list[str]:
+    """What a run's label judge reads in each image: ``judge, seed 0: ok     seven`` when the prompt is
+    the caption of the label read, ``MISSED`` when it is another label's caption."""
+    from minidiff.data import label_caption
+    from minidiff.judge import load_any_judge, predict_labels
+    from minidiff.shapes import split_words
+
+    judge = load_any_judge(path)
+    template = json.loads(path.with_suffix(".json").read_text())["extra"].get("caption_template")
+    captions = [split_words(label_caption(template, n)) for n in judge.label_names] if template else []
+    lines = []
+    for prompt, seed, k in zip(prompts, seeds, predict_labels(judge, images).tolist()):
+        want = captions.index(split_words(prompt)) if split_words(prompt) in captions else None
+        verdict = "      " if want is None else "ok    " if want == k else "MISSED"
+        lines.append(f"judge, seed {seed}: {verdict} {judge.label_names[k]}")
+    return lines
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """Generate a grid of images for one or more prompts and print the PNG's path."""
     from minidiff.pipeline import load_pipeline
@@ -59,7 +78,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     save_grid(images, out, nrow=args.num_images, scale=args.scale)
     print(f"{out}  ({len(prompts)} images, {args.steps} {args.sampler} steps, guidance {args.guidance}, "
           f"{time.perf_counter() - start:.2f} s)", file=sys.stderr)
-    if images.shape[-1] == images.shape[-2]:  # the judge reads square images only
+    run_judge = Path(args.weights or "", "judge.json")
+    if args.weights and run_judge.is_file() and "label_judge" in run_judge.read_text():
+        for line in label_judge_lines(run_judge.with_suffix(""), images, prompts, seeds):
+            print(line, file=sys.stderr)
+    elif images.shape[-1] == images.shape[-2] and images.shape[1] == 3:  # the judge reads square images only
         for line in judge_lines(images, prompts, seeds):
             print(line, file=sys.stderr)
     print(out)
@@ -67,14 +90,30 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a preset from scratch (or --resume a killed run)."""
-    from minidiff.training import train_config, train_preset
+    """Train every stage of a run from scratch (or --resume a killed run)."""
+    from minidiff.runs import train_preset
+    from minidiff.training import train_config
 
-    overrides = {"steps": args.steps} if args.steps else {}
+    preset = args.preset or ("shapes-latent" if args.data is None else "digits" if args.data == "digits" else "images")
+    overrides: dict = {"steps": args.steps} if args.steps is not None else {}
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps={args.steps} must be >= 1 (leave it out for the preset's {train_config(preset).steps})")
     if args.seed is not None:
         overrides["seed"] = args.seed
-    config = train_config(args.preset, **overrides)
-    out = args.out or f"runs/{args.preset}"
+    if args.data is not None:
+        options = {k: v for k, v in (("caption_column", args.caption_column), ("label_column", args.label_column),
+                                     ("caption_template", args.caption_template), ("image_column", args.image_column),
+                                     ("split", args.split), ("max_images", args.max_images)) if v is not None}
+        if args.data in ("shapes", "digits") and options.keys() - {"caption_template"}:
+            raise UserError(f"--data {args.data} takes no column options; got {sorted(options)}")
+        overrides.update(data=args.data, data_options=options)
+    for name in ("resolution", "channels"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    config = train_config(preset, **overrides)
+    out = args.out or f"runs/{args.preset or (args.data if args.data in ('digits', None) else 'data')}"
+    if args.data is None and args.preset is None:
+        out = "runs/shapes-latent"
     result = train_preset(config, out, device=args.device, resume=args.resume, max_minutes=args.minutes)
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
     print(f"trained weights in {out}; sample with: python -m minidiff sample \"...\" --weights {out}")
@@ -83,8 +122,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Score the judge on real images and the pipeline's prompt adherence."""
-    from minidiff.metrics import evaluate_judge_cli, evaluate_pipeline_cli
+    from minidiff.metrics import evaluate_data_run_cli, evaluate_judge_cli, evaluate_pipeline_cli
+    from minidiff.runs import run_config
 
+    config = run_config(args.weights) if args.weights else None
+    if config is not None and config.data != "shapes":
+        report = evaluate_data_run_cli(args.weights, per_label=max(1, args.prompts // 10), steps=args.steps,
+                                       guidance_scale=args.guidance, sampler=args.sampler, device=args.device)
+        if args.json:
+            import json
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(report, indent=2))
+        return 0
     report = evaluate_judge_cli(n=args.judge_images)
     if not args.judge_only:
         report.update(evaluate_pipeline_cli(args.weights, n_prompts=args.prompts, steps=args.steps,
@@ -142,12 +191,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=4, help="draw every pixel as a scale x scale block in the PNG")
     p.set_defaults(run=cmd_sample)
 
-    p = sub.add_parser("train", help="train a preset from scratch: text encoder, VAE, U-Net")
-    p.add_argument("--preset", default="shapes-latent", help="shapes-latent, shapes-pixel, shapes-latent-gpu, ...")
+    p = sub.add_parser("train", help="train every stage from scratch: (judge,) text encoder, (VAE,) U-Net")
+    p.add_argument("--preset", default=None, help="shapes-latent (default), shapes-pixel, digits, images, "
+                   "mnist-gpu, ... (see training.PRESETS)")
+    p.add_argument("--data", default=None, help="shapes, digits, a saved data set or image folder, or a Hub name "
+                   "(mnist, fashion_mnist, cifar10, huggan/smithsonian_butterflies_subset)")
+    p.add_argument("--caption-column", default=None, help="column holding each image's caption")
+    p.add_argument("--label-column", default=None, help="column holding a class label (captioned by --caption-template)")
+    p.add_argument("--caption-template", default=None, help='e.g. "a handwritten digit {label_word}" or "a photo of a {label}"')
+    p.add_argument("--image-column", default=None, help="column holding the images (default: image)")
+    p.add_argument("--split", default=None, help="data set split (default: train)")
+    p.add_argument("--max-images", type=int, default=None, help="use only the first N images")
+    p.add_argument("--resolution", type=int, default=None, help="image side in pixels, 16..64")
+    p.add_argument("--channels", type=int, default=None, help="1 (grayscale) or 3 (RGB)")
     p.add_argument("--steps", type=int, default=None, help="U-Net training steps (default: the preset's)")
     p.add_argument("--minutes", type=float, default=None, help="stop the U-Net stage after this many minutes")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--out", default=None, help="run folder (default: runs/<preset>)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<preset or data>)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_train)

@@ -29,6 +29,7 @@ EVAL_TEMPLATE = 0  # "a large red circle at the top left on a blue background"
 JUDGE_TARGET = 0.99  # per-attribute accuracy the judge needs on real images (issue 3)
 GENERATE_BATCH = 50  # prompts per pipeline call: bounds memory, does not change any image
 FEATURE_BATCH = 512  # images per judge forward pass when extracting features
+MEMORISED_QUANTILE = 0.05  # a generated image nearer to the training set than 95% of real held-out ones
 
 
 def eval_prompts(n: int = EVAL_PROMPTS, seed: int = EVAL_PROMPT_SEED) -> list[str]:
@@ -137,8 +138,8 @@ def nearest_neighbour_distance(generated: Tensor, training: Tensor, return_index
     """RMS pixel distance from each generated image (N, 3, H, W) to its nearest training image (M, 3, H, W):
     (N,), plus the neighbours' indices (N,) with ``return_index``. A memorised image sits at ~0
     (Carlini et al. 2023 look for near-copies the same way)."""
-    _check_images(generated, "generated")
-    _check_images(training, "training")
+    _check_images(generated, "generated", (1, 3))
+    _check_images(training, "training", (1, 3))
     if generated.shape[1:] != training.shape[1:]:
         raise ValueError(f"generated {tuple(generated.shape[1:])} and training {tuple(training.shape[1:])} images differ in size")
     train_flat = training.float().flatten(1)  # (M, D)
@@ -208,6 +209,67 @@ def evaluate_pipeline_cli(weights: Optional[str | Path] = None, n_prompts: int =
     return {"adherence": scores, "settings": settings}
 
 
-def _check_images(images: Tensor, name: str) -> None:
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"{name} must be (N, 3, H, W) images in [-1, 1]; got shape {tuple(images.shape)}")
+def _check_images(images: Tensor, name: str, channels: tuple[int, ...] = (3,)) -> None:
+    if images.ndim != 4 or images.shape[1] not in channels:
+        raise ValueError(f"{name} must be (N, C, H, W) images in [-1, 1] with C in {channels}; got shape {tuple(images.shape)}")
+
+
+@torch.no_grad()
+def memorisation(generated: Tensor, training: Tensor, held_out: Tensor) -> dict[str, float]:
+    """Share of generated images (N, C, H, W) nearer to their nearest training image than the nearest
+    ``MEMORISED_QUANTILE`` of real held-out images are to theirs. A model that samples the data
+    distribution without copying scores about MEMORISED_QUANTILE; one that copies scores up to 1."""
+    threshold = torch.quantile(nearest_neighbour_distance(held_out, training), MEMORISED_QUANTILE).item()
+    share = (nearest_neighbour_distance(generated, training) < threshold).float().mean().item()
+    return {"memorised": share, "if_not_copying": MEMORISED_QUANTILE, "threshold": threshold}
+
+
+def evaluate_data_run_cli(weights: str | Path, per_label: int = EVAL_PROMPTS // 10, steps: int = 20,
+                          guidance_scale: float = 3.0, sampler: str = "dpmpp_2m", device: str = "auto") -> dict[str, Any]:
+    """``eval --weights RUN`` for a run trained on stored data: labelled data gets label adherence (the
+    share of images the run's judge reads as the prompted label), every run a Frechet distance against
+    held-out real images beside the real-vs-real floor, and memorisation."""
+    from minidiff.judge import load_any_judge, predict_labels
+    from minidiff.pipeline import load_pipeline
+    from minidiff.runs import run_config
+    from minidiff.text import load_clip
+    from minidiff.training import make_source
+
+    config = run_config(weights)
+    source = make_source(config)
+    pipe = load_pipeline(weights, device=device)
+    held, held_captions = source.held_out()
+    if source.label_names is not None:
+        prompts, labels = source.label_prompts(per_label)
+        judge = load_any_judge(Path(weights) / "judge")
+        features = judge.features
+    else:
+        prompts, labels = held_captions[:EVAL_PROMPTS], None
+        clip = load_clip(Path(weights) / "text_encoder")
+        features = clip.encode_image
+    start = time.perf_counter()
+    images = generate(pipe, prompts, steps=steps, sampler=sampler, guidance_scale=guidance_scale)
+    seconds = time.perf_counter() - start
+    train = source.pixels(source.train_index)
+    real = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:len(images)]]
+    with torch.no_grad():
+        feats = {name: features(x.float()).cpu() for name, x in (("gen", images), ("held", held), ("real", real))}
+    row: dict[str, Any] = {}
+    if labels is not None:
+        read = predict_labels(judge, images)
+        row["label_adherence"] = (read == torch.tensor(labels)).float().mean().item()
+    row.update(frechet=frechet_distance(feats["gen"], feats["held"]),
+               frechet_real_floor=frechet_distance(feats["real"], feats["held"]),
+               **memorisation(images.float(), train, held))
+    what = "label adherence, " if labels is not None else "no labels: only "
+    print(f"\n{what}Frechet distance ({'judge' if labels is not None else 'CLIP image'} features, {len(held)} held-out "
+          f"real images) and memorisation of {weights} on {len(prompts)} prompts ({steps} {sampler} steps, guidance "
+          f"{guidance_scale}, {seconds:.1f} s)")
+    print(format_table([row], list(row)))
+    if labels is not None:
+        per = [{"label": name, "adherence": (read[torch.tensor(labels) == k] == k).float().mean().item()}
+               for k, name in enumerate(source.label_names)]
+        print(format_table(per, ["label", "adherence"]))
+        row["per_label"] = {r["label"]: r["adherence"] for r in per}
+    return {"data_run": row, "settings": {"weights": str(weights), "prompts": len(prompts), "steps": steps,
+                                          "sampler": sampler, "guidance_scale": guidance_scale, "seconds": round(seconds, 2)}}

@@ -13,7 +13,6 @@ import dataclasses
 import difflib
 import math
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,10 +21,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
-from minidiff.shapes import Scene, ShapesConfig, make_shapes, parse_caption, vocabulary
+from minidiff.shapes import ShapesConfig, make_shapes
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")  # special tokens, always ids 0, 1, 2
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -135,6 +133,7 @@ class CLIPConfig:
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     embed_dim: int = 64
     image_channels: tuple[int, ...] = (32, 64, 128)
+    in_channels: int = 3  # 1 for grayscale data
 
     @classmethod
     def from_preset(cls, name: str) -> CLIPConfig:
@@ -146,7 +145,7 @@ class CLIPConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CLIPConfig:
         """Inverse of dataclasses.asdict (as stored in a checkpoint's JSON)."""
-        return cls(TextEncoderConfig(**d["text"]), d["embed_dim"], tuple(d["image_channels"]))
+        return cls(TextEncoderConfig(**d["text"]), d["embed_dim"], tuple(d["image_channels"]), d.get("in_channels", 3))
 
 
 PRESETS = {
@@ -205,20 +204,20 @@ class TextEncoder(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """Small CNN: images (B, 3, H, W) -> (B, embed_dim). Keeps a 4x4 grid so position survives."""
+    """Small CNN: images (B, C, H, W) -> (B, embed_dim). Keeps a 4x4 grid so position survives."""
 
     GRID = 4  # pooled spatial grid; finer than the 3x3 layout of shapes positions
 
-    def __init__(self, embed_dim: int, channels: tuple[int, ...] = (32, 64, 128)):
+    def __init__(self, embed_dim: int, channels: tuple[int, ...] = (32, 64, 128), in_channels: int = 3):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(3, channels[0], 3, padding=1), nn.GELU()]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 3, padding=1), nn.GELU()]
         for c_in, c_out in zip(channels, channels[1:]):
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(8, c_out), nn.GELU()]
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(self.GRID))
         self.head = nn.Linear(channels[-1] * self.GRID**2, embed_dim)
 
     def forward(self, images: Tensor) -> Tensor:
-        """images (B, 3, H, W) in [-1, 1] -> (B, embed_dim)."""
+        """images (B, C, H, W) in [-1, 1] -> (B, embed_dim)."""
         h = rearrange(self.features(images), "b c h w -> b (c h w)")  # (B, C * 16)
         return self.head(h)  # (B, E)
 
@@ -233,7 +232,7 @@ class TinyCLIP(nn.Module):
         self.config, self.tokenizer = config, tokenizer
         self.text_encoder = TextEncoder(config.text)
         self.text_projection = nn.Linear(config.text.dim, config.embed_dim, bias=False)
-        self.image_encoder = ImageEncoder(config.embed_dim, config.image_channels)
+        self.image_encoder = ImageEncoder(config.embed_dim, config.image_channels, config.in_channels)
         self.logit_scale = nn.Parameter(torch.tensor(INIT_LOGIT_SCALE))
 
     def encode_text(self, tokens: Tensor) -> Tensor:
@@ -276,17 +275,13 @@ def clip_loss(img_emb: Tensor, txt_emb: Tensor, logit_scale: Tensor | float, sam
     return (loss_i + loss_t) / 2
 
 
-def same_scene(scenes: list[Scene]) -> Tensor:
-    """(B, B) bool: True where scenes i and j are equal (Scene keeps objects in a canonical order)."""
-    return torch.tensor([[a == b for b in scenes] for a in scenes])
-
-
 @torch.no_grad()
-def retrieval_accuracy(clip: TinyCLIP, images: Tensor, captions: list[str], batch_size: int = 256) -> dict[str, float]:
-    """Top-1 retrieval among N held-out pairs: images (N, 3, H, W), captions (N).
+def retrieval_accuracy(clip: TinyCLIP, images: Tensor, captions: list[str], batch_size: int = 256,
+                       source: Any = None) -> dict[str, float]:
+    """Top-1 retrieval among N held-out pairs: images (N, C, H, W), captions (N).
 
-    A retrieval counts as correct when the retrieved caption (or image) describes the same scene
-    as the true one, since one scene has several paraphrased captions and may occur twice.
+    A retrieval counts as correct when the retrieved caption (or image) describes the same thing as
+    the true one (``source.same``: the same scene for shapes paraphrases, the same caption otherwise).
     """
     if len(images) != len(captions):
         raise ValueError(f"need one caption per image, got {len(images)} images and {len(captions)} captions")
@@ -295,46 +290,62 @@ def retrieval_accuracy(clip: TinyCLIP, images: Tensor, captions: list[str], batc
     img = torch.cat([clip.encode_image(x.to(device)) for x in images.split(batch_size)])  # (N, E)
     txt = torch.cat([clip.embed_captions(captions[i: i + batch_size]) for i in range(0, len(captions), batch_size)])
     sim = img @ txt.T  # (N, N)
-    same = same_scene([parse_caption(c) for c in captions]).to(device)  # (N, N)
+    same = (source or _shapes_source(images.shape[-1])).same(captions).to(device)  # (N, N)
     n = torch.arange(len(captions), device=device)
     return {"image_to_text": same[n, sim.argmax(1)].float().mean().item(),
             "text_to_image": same[sim.argmax(0), n].float().mean().item()}
 
 
-def train_clip(config: CLIPConfig | str = "cpu", steps: int = 1000, batch_size: int = 128, seed: int = 0,
-               device: str = "auto", resolution: int = 32, progress: bool = True) -> TinyCLIP:
-    """Train a TinyCLIP on fresh shapes batches (one and two objects) with clip_loss; returns it in eval mode.
+def _shapes_source(resolution: int) -> Any:
+    from minidiff.data import ShapesSource
 
-    Batch at step s is make_shapes(batch_size, seed=seed * 1_000_003 + s), so a run is deterministic
-    on CPU. ``clip.history`` holds the loss per step, ``clip.train_seconds`` the wall time and
-    ``clip.cpu_seconds`` the CPU time of this process (all threads).
+    return ShapesSource(ShapesConfig(resolution=resolution))
+
+
+def clip_stage(config: CLIPConfig | str, source: Any, steps: int, batch_size: int = 128, seed: int = 0) -> Any:
+    """The text stage for the one training loop: a TinyCLIP, its clip_loss, and source batches.
+
+    The tokenizer's vocabulary is every word of the source's captions. Batch at step s is
+    ``source.batch(batch_size, seed * 1_000_003 + s)``; pairs that describe the same thing are all
+    positives (``source.same``).
     """
+    from minidiff.training import SEED_STRIDE, Stage
+
+    config = CLIPConfig.from_preset(config) if isinstance(config, str) else config
+    tokenizer = Tokenizer(source.vocabulary())
+    config = dataclasses.replace(config, in_channels=source.channels,
+                                 text=dataclasses.replace(config.text, vocab_size=len(tokenizer)))
+    torch.manual_seed(seed)
+    clip = TinyCLIP(config, tokenizer)
+
+    def batch(step: int, rank: int) -> tuple[Tensor, Tensor, Tensor]:
+        images, captions = source.batch(batch_size, (seed * SEED_STRIDE + step) * 64 + rank)
+        tokens = tokenizer.encode(captions, config.text.max_len)  # (B, L)
+        tokens = tokens[:, : int((tokens != PAD_ID).sum(1).max())]  # (B, L'): drop all-pad columns
+        return images, tokens, source.same(captions)
+
+    def loss(model: nn.Module, b: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        dev = clip.logit_scale.device
+        return clip_loss(*model(b[0].to(dev), b[1].to(dev)), same=b[2].to(dev))
+
+    return Stage("text_encoder", clip, loss, batch, steps, LEARNING_RATE, batch_size, min(WARMUP_STEPS, steps),
+                 WEIGHT_DECAY, grad_clip=1.0, seed=seed)
+
+
+def train_clip(config: CLIPConfig | str = "cpu", steps: int = 1000, batch_size: int = 128, seed: int = 0,
+               device: str = "auto", resolution: int = 32, progress: bool = True, source: Any = None) -> TinyCLIP:
+    """Train a TinyCLIP with ``fit`` (shapes at ``resolution`` unless a ``source`` is given); eval mode.
+
+    ``clip.history`` holds the loss per step, ``clip.train_seconds`` the wall time.
+    """
+    from minidiff.training import fit
+
     if steps < 1 or batch_size < 2:
         raise ValueError(f"need steps >= 1 and batch_size >= 2, got steps={steps}, batch_size={batch_size}")
-    config = CLIPConfig.from_preset(config) if isinstance(config, str) else config
-    tokenizer = Tokenizer(vocabulary())
-    config = dataclasses.replace(config, text=dataclasses.replace(config.text, vocab_size=len(tokenizer)))
-    dev = pick_device(device)
-    torch.manual_seed(seed)
-    clip = TinyCLIP(config, tokenizer).to(dev)
-    opt = torch.optim.AdamW(clip.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-    warm = min(WARMUP_STEPS, steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, 0.5 * (1 + math.cos(math.pi * s / steps))))
-    shapes = ShapesConfig(resolution=resolution)
-    history, start, cpu_start = [], time.perf_counter(), time.process_time()
-    for step in tqdm(range(steps), desc="train tiny CLIP", disable=not progress):
-        images, captions, scenes = make_shapes(batch_size, shapes, seed=seed * 1_000_003 + step)
-        tokens = tokenizer.encode(captions, config.text.max_len)  # (B, L)
-        tokens = tokens[:, : int((tokens != PAD_ID).sum(1).max())].to(dev)  # (B, L'): drop all-pad columns
-        loss = clip_loss(*clip(images.to(dev), tokens), same=same_scene(scenes).to(dev))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        history.append(loss.item())
-    clip.history, clip.train_seconds = history, time.perf_counter() - start
-    clip.cpu_seconds = time.process_time() - cpu_start
+    stage = clip_stage(config, source or _shapes_source(resolution), steps, batch_size, seed)
+    result = fit(stage, progress=progress, device=pick_device(device))
+    clip = stage.model
+    clip.history, clip.train_seconds = result["losses"], result["seconds"]
     return clip.eval()
 
 
@@ -391,7 +402,7 @@ def train_and_save(path: str | Path = SHIPPED_WEIGHTS, config: CLIPConfig | str 
     """
     clip = train_clip(config, steps, batch_size, seed, device)
     report: dict[str, Any] = {"steps": steps, "batch_size": batch_size, "seed": seed, "device": str(pick_device(device)),
-                              "train_seconds": round(clip.train_seconds, 1), "cpu_seconds": round(clip.cpu_seconds, 1)}
+                              "train_seconds": round(clip.train_seconds, 1)}
     for max_objects in (1, 2):
         images, captions, _ = make_shapes(pairs, ShapesConfig(max_objects=max_objects), seed=EVAL_SEED + max_objects)
         report[f"retrieval_max_objects_{max_objects}"] = {k: round(v, 4) for k, v in retrieval_accuracy(clip, images, captions).items()}

@@ -1,49 +1,246 @@
-"""One training loop for the denoiser: objectives, CFG dropout, EMA, checkpoints, resume, DDP.
+"""The one training loop, and the runs that chain its stages: judge, text encoder, VAE, U-Net.
 
-Each step draws a fresh batch of captioned shapes (seeded by the step, so a resumed run sees the
-same data), encodes the captions with the frozen text encoder (replacing a share of them by the
-empty prompt, so the same network also learns the unconditional model that guidance needs),
-optionally encodes the images with the frozen VAE, noises them with ``q_sample`` and regresses the
-model's output on the target of its objective (eps, x0 or v).
+Every stage hands ``fit`` the same three things, wrapped in a ``Stage``: its model, its loss and its
+batches. ``fit`` does the rest the same way for all of them:
 
-Everything a run needs to continue lives in ``<out>/train_state`` (weights, EMA weights, optimiser
-moments, step); ``<out>/unet`` holds the EMA weights that sampling loads. Both are written
-atomically, so killing a run loses at most the steps since the last checkpoint.
+    for step in range(steps):
+        batch = stage.batch(step, rank)              # seeded by the step: resume sees the same data
+        loss = stage.loss(model, batch)
+        (divergence check, checkpoint of healthy weights)
+        loss.backward(); clip gradients; AdamW step  # lr: linear warm-up, then cosine decay
+        EMA of the weights (where asked)
+
+Checkpoints hold the weights, the EMA weights, the optimiser moments and the step in one file,
+written atomically, so a killed run resumes exactly (bitwise on CPU). Under ``torchrun`` the model
+is wrapped in DistributedDataParallel and each rank draws its own batches; rank 0 writes.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
-from minidiff.shapes import ShapesConfig, make_shapes
-from minidiff.schedule import PREDICTION_TYPES, make_schedule, q_sample, training_target
-from minidiff.text import TextEncoder, Tokenizer, encode_prompts
-from minidiff.unet import UNet, UNetConfig
-from minidiff.vae import VAE, to_latent
+from minidiff.checkpoint import load_checkpoint, load_into, save_checkpoint
 
-LOSS_EXPLODED = 1e4  # a loss this far above 1 (the variance of eps) means the run has diverged
+LOSS_EXPLODED = 1e4  # a loss this far above any stage's starting loss means the run has blown up
+DIVERGED_FACTOR = 20.0  # smoothed loss this many times its best so far (after warm-up): diverged
+UNHEALTHY_FACTOR = 5.0  # a checkpoint is written only while the step's loss is within 5x the best
+SMOOTHING = 0.98  # exponential smoothing of the loss for the divergence test
+LOSS_FLOOR = 1e-12  # "best" is never taken below this, so a loss of exactly 0 does not make every loss a jump
+MIN_LR_SHARE = 0.1  # the cosine decays to 10% of the peak learning rate
 SEED_STRIDE = 1_000_003  # a prime: step s of seed k draws data with seed k * SEED_STRIDE + s
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or exploded; the message names the last healthy checkpoint, if any."""
+
+
+@dataclass
+class Stage:
+    """What one stage brings to the loop: a model, a loss ``loss(model, batch) -> scalar`` and batches
+    ``batch(step, rank)``, plus its optimiser recipe."""
+
+    name: str
+    model: nn.Module
+    loss: Callable[[nn.Module, Any], Tensor]
+    batch: Callable[[int, int], Any]
+    steps: int
+    lr: float
+    batch_size: int
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # gradient-norm clipping, as in Ho et al. 2020's code
+    ema_decay: Optional[float] = None  # None: no EMA copy
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"{self.name}: steps={self.steps}, batch_size={self.batch_size} and lr={self.lr} must be > 0")
+
+
+def lr_at(stage: Stage, step: int) -> float:
+    """Linear warm-up, then cosine decay to MIN_LR_SHARE of the peak (Loshchilov & Hutter 2017)."""
+    if step < stage.warmup_steps:
+        return stage.lr * (step + 1) / stage.warmup_steps
+    progress = min(1.0, (step - stage.warmup_steps) / max(1, stage.steps - stage.warmup_steps))
+    return stage.lr * (MIN_LR_SHARE + (1 - MIN_LR_SHARE) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size) when launched by torchrun, else (0, 1); initialises the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _mean_over_ranks(value: float, world: int, device: torch.device) -> float:
+    if world == 1:
+        return value
+    t = torch.tensor([value], device=device)
+    torch.distributed.all_reduce(t)
+    return t.item() / world
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, Tensor]:
+    """AdamW's per-parameter moments as flat named tensors (safetensors stores no nesting)."""
+    return {f"opt.{i}.{k}": torch.as_tensor(v) for i, s in opt.state_dict()["state"].items() for k, v in s.items()}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, state: dict[str, Tensor]) -> None:
+    moments: dict[int, dict[str, Tensor]] = {}
+    for key, value in state.items():
+        if key.startswith("opt."):
+            _, i, name = key.split(".", 2)
+            moments.setdefault(int(i), {})[name] = value
+    opt.load_state_dict({"state": moments, "param_groups": opt.state_dict()["param_groups"]})
+
+
+def fit(stage: Stage, out: Optional[Path] = None, checkpoint_every: int = 0, resume: bool = False,
+        max_minutes: Optional[float] = None, progress: bool = True, stop_after: Optional[int] = None,
+        every: tuple[int, Callable[[nn.Module, int], None]] | None = None, device: torch.device | None = None,
+        config: Any = None) -> dict[str, Any]:
+    """Train ``stage.model`` in place; return {"step", "loss", "seconds", "images_per_s", "losses"}.
+
+    ``out``: folder of the checkpoint ``<out>/<name>_state`` (None: no checkpoints), written every
+    ``checkpoint_every`` steps, at the end and when time runs out. ``resume`` continues from it.
+    ``stop_after`` ends this call after that many steps (with a checkpoint), as a kill would.
+    ``every = (n, fn)`` calls ``fn(model_to_sample, step)`` every n steps on rank 0 (the EMA if any).
+    The trained weights (the EMA copy where there is one) end up in ``stage.model``.
+    """
+    device = device or next(stage.model.parameters()).device
+    rank, world = distributed()
+    model = stage.model.to(device)
+    ema = _frozen_copy(model) if stage.ema_decay is not None else None
+    opt = torch.optim.AdamW(model.parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
+    path = out / f"{stage.name}_state" if out is not None else None
+    step, smooth, best, losses, last_healthy = 0, None, math.inf, [], None
+    if resume and path is not None and path.with_suffix(".safetensors").exists():
+        state, meta = load_checkpoint(path, map_location=device)
+        load_into(model, {k[6:]: v for k, v in state.items() if k.startswith("model.")}, stage.name)
+        if ema is not None:
+            load_into(ema, {k[4:]: v for k, v in state.items() if k.startswith("ema.")}, f"EMA {stage.name}")
+        _load_optimizer(opt, state)
+        info = meta["extra"]
+        step, smooth, best, losses, last_healthy = info["step"], info["smooth"], info["best"], info["losses"], info["step"]
+    wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+
+    def checkpoint(at: int) -> None:
+        nonlocal last_healthy
+        last_healthy = at
+        if rank != 0 or path is None:
+            return
+        tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **_optimizer_tensors(opt),
+                   **({f"ema.{k}": v for k, v in ema.state_dict().items()} if ema is not None else {})}
+        save_checkpoint(path, tensors, config or {}, {"step": at, "smooth": smooth, "best": best, "losses": losses})
+
+    start, seen, first = time.perf_counter(), 0, step
+    bar = tqdm(total=stage.steps, initial=step, desc=f"train {stage.name}", disable=not progress or rank != 0)
+    model.train()
+    while step < stage.steps:
+        batch = stage.batch(step, rank)
+        torch.manual_seed(stage.seed * SEED_STRIDE + step)  # dropout masks, also reproducible on resume
+        for group in opt.param_groups:
+            group["lr"] = lr_at(stage, step)
+        with autocast:
+            loss = stage.loss(wrapped, batch)
+        value = _mean_over_ranks(loss.item(), world, device)
+        # 1. divergence: a NaN, an explosion, or the smoothed loss far above its best
+        smooth = value if smooth is None or not math.isfinite(smooth) else SMOOTHING * smooth + (1 - SMOOTHING) * value
+        if step >= stage.warmup_steps:
+            best = max(LOSS_FLOOR, min(best, smooth))
+        if not math.isfinite(value) or value > LOSS_EXPLODED or smooth > DIVERGED_FACTOR * best:
+            kept = (f"the last healthy checkpoint, step {last_healthy}, is kept in {path}" if last_healthy is not None
+                    and path is not None else "no healthy checkpoint exists")
+            raise TrainingDiverged(f"{stage.name} training diverged at step {step}: loss {value:.4g} (smoothed "
+                                   f"{smooth:.4g}, best {best:.4g}); {kept}. Lower its lr (now {stage.lr:g}).")
+        # 2. checkpoint the weights that just produced this healthy loss, before they change
+        if checkpoint_every and step % checkpoint_every == 0 and step > first and value <= UNHEALTHY_FACTOR * best:
+            checkpoint(step)
+        # 3. one optimiser step with clipped gradients
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), stage.grad_clip)
+        opt.step()
+        # 4. EMA of the weights (Song & Ermon 2020); its decay warms up as in TensorFlow's
+        #    ExponentialMovingAverage(num_updates), so a short run's EMA is not its random start
+        if ema is not None:
+            decay = min(stage.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for p_ema, p in zip(ema.parameters(), model.parameters()):
+                    p_ema.lerp_(p, 1 - decay)
+                for b_ema, b in zip(ema.buffers(), model.buffers()):
+                    b_ema.copy_(b)
+        step += 1
+        losses.append(round(value, 6))
+        seen += stage.batch_size * world
+        elapsed = time.perf_counter() - start
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.4f}", img_per_s=f"{seen / elapsed:.0f}")
+        out_of_time = (max_minutes is not None and elapsed > 60 * max_minutes) or step - first == stop_after
+        if step == stage.steps or out_of_time:
+            checkpoint(step)
+        if every is not None and rank == 0 and every[0] and step % every[0] == 0:
+            every[1](ema if ema is not None else model.eval(), step)
+            model.train()
+        if out_of_time:
+            break
+    bar.close()
+    if ema is not None:
+        model.load_state_dict(ema.state_dict())
+    seconds = time.perf_counter() - start
+    return {"step": step, "loss": losses[-1] if losses else math.nan, "seconds": seconds,
+            "images_per_s": seen / max(seconds, 1e-9), "losses": losses, "finished": step >= stage.steps}
+
+
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    """A frozen copy of ``model``, to hold the EMA weights."""
+    twin = copy.deepcopy(model).eval()
+    twin.requires_grad_(False)
+    return twin
+
+
+def diffusion_loss(model: Any, schedule: Any, x0: Tensor, t: Tensor, noise: Tensor, cond: Optional[Tensor],
+                   prediction_type: str = "eps") -> Tensor:
+    """Mean squared error between the model's output on x_t = q_sample(x0, t, noise) and its target.
+
+    x0, noise: (B, ...); t: (B,); cond: (B, L, D) or None. The simple loss of Ho et al. 2020 (eq. 14)
+    for eps; the same regression on x0 or v for the other objectives (Salimans & Ho 2022).
+    """
+    from minidiff.schedule import q_sample, training_target
+
+    xt = q_sample(schedule, x0, t, noise)
+    target = training_target(schedule, x0, noise, t, prediction_type)
+    return F.mse_loss(model(xt, t, cond).to(target.dtype), target)  # bf16 autocast output back to fp32
 
 
 @dataclass
 class TrainConfig:
-    """Everything that decides a denoiser training run (the U-Net itself is a UNetConfig preset)."""
+    """Everything that decides a text-to-image run: the data, then each stage's recipe.
 
+    ``data`` names a source (see ``data.load_source``): "shapes", "digits", a folder or a Hub name;
+    ``data_options`` are its options (ShapesConfig fields, or columns and caption template).
+    """
+
+    data: str = "shapes"
+    data_options: dict[str, Any] = dataclasses.field(default_factory=lambda: {"max_objects": 1})
+    resolution: int = 32
+    channels: Optional[int] = None  # stored data: 1 or 3 (default: the source's own, RGB for images)
     unet: str = "cpu-latent"
     latent: bool = True
-    resolution: int = 32
     prediction_type: str = "v"  # with the cosine schedule, eps errors are amplified ~2e4x at t = T-1 (notebook 02)
     schedule: str = "cosine"
     T: int = 1000
@@ -51,40 +248,59 @@ class TrainConfig:
     lr: float = 1e-3
     warmup_steps: int = 200
     weight_decay: float = 0.0
-    grad_clip: float = 1.0  # gradient-norm clipping, as in Ho et al. 2020's code
+    grad_clip: float = 1.0
     ema_decay: float = 0.999
     cond_dropout: float = 0.1  # Ho & Salimans 2022 train with p_uncond = 0.1-0.2
     steps: int = 6000
-    max_objects: int = 1
-    p_two: float = 0.0
-    holdout: tuple[tuple[str, ...], ...] = ()
     seed: int = 0
     checkpoint_every: int = 250
     sample_every: int = 1000
     text_preset: str = "cpu"
     text_steps: int = 600
+    text_bar: float = 0.9  # held-out retrieval (image -> caption) the text stage must reach
     vae_preset: str = "f4"
     vae_steps: int = 6000  # with vae_batch_size, the recipe of the shipped VAE (weights/README.md)
     vae_batch_size: int = 8
-    unet_overrides: dict[str, Any] = field(default_factory=dict)
+    vae_bar: float = 0.95  # share of held-out reconstructions the judge must read right
+    judge_steps: int = 1500  # labelled data only: the label classifier (shapes runs use the shipped judge)
+    judge_bar: float = 0.95  # its held-out accuracy
+    unet_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from minidiff.schedule import PREDICTION_TYPES
+
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type={self.prediction_type!r} is not known; choose one of {PREDICTION_TYPES}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps={self.steps} and batch_size={self.batch_size} must be >= 1")
+        for name in ("steps", "batch_size", "text_steps", "vae_steps", "vae_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if not 0 <= self.cond_dropout <= 1:
             raise ValueError(f"cond_dropout={self.cond_dropout} must lie in [0, 1]")
-        self.holdout = tuple(tuple(c) for c in self.holdout)
 
 
+_TINY = dict(steps=20, batch_size=8, checkpoint_every=5, sample_every=0, text_steps=5, vae_steps=5, warmup_steps=5,
+             judge_steps=5, text_bar=0.0, vae_bar=0.0, judge_bar=0.0,
+             unet_overrides={"base_channels": 8, "channel_mults": (1, 2)})
+_PIXEL_GPU = dict(unet="gpu-pixel", latent=False, batch_size=256, lr=2e-4, steps=20000, text_preset="gpu")
 PRESETS: dict[str, TrainConfig] = {
     "shapes-latent": TrainConfig(),
     "shapes-pixel": TrainConfig(unet="cpu-pixel", latent=False, steps=3000),
     "shapes-latent-gpu": TrainConfig(unet="gpu-latent", batch_size=256, lr=3e-4, steps=20000, text_preset="gpu"),
-    "shapes-pixel-gpu": TrainConfig(unet="gpu-pixel", latent=False, batch_size=256, lr=2e-4, steps=20000, text_preset="gpu"),
-    "tiny": TrainConfig(unet="cpu-latent", steps=20, batch_size=8, checkpoint_every=5, sample_every=0, text_steps=5,
-                        vae_steps=5, warmup_steps=5, unet_overrides={"base_channels": 8, "channel_mults": (1, 2)}),
+    "shapes-pixel-gpu": TrainConfig(**_PIXEL_GPU),
+    "digits": TrainConfig(data="digits", data_options={}, resolution=16, unet="cpu-pixel", latent=False, steps=3000,
+                          text_steps=300, judge_steps=600),
+    "images": TrainConfig(data="digits", data_options={}, unet="cpu-pixel", latent=False, steps=3000, text_steps=300,
+                          judge_steps=600),  # any stored data set: train --data PATH picks this
+    "digits-gpu": TrainConfig(data="digits", data_options={}, resolution=16, **{**_PIXEL_GPU, "steps": 5000}),
+    "mnist-gpu": TrainConfig(data="mnist", data_options={}, **_PIXEL_GPU),  # 28 -> 32 px, 1 channel
+    "fashion-mnist-gpu": TrainConfig(data="fashion_mnist", data_options={}, **_PIXEL_GPU),
+    "cifar10-gpu": TrainConfig(data="cifar10", data_options={}, **{**_PIXEL_GPU, "judge_bar": 0.6}),
+    "butterflies-gpu": TrainConfig(data="huggan/smithsonian_butterflies_subset", data_options={}, resolution=64,
+                                   unet="gpu-latent", batch_size=64, lr=2e-4, steps=20000, text_preset="gpu",
+                                   text_bar=0.0, vae_bar=0.0),
+    "tiny": TrainConfig(**_TINY),
+    "tiny-pixel": TrainConfig(**{**_TINY, "latent": False, "unet": "cpu-pixel",
+                                 "unet_overrides": {**_TINY["unet_overrides"], "attention_levels": (1,)}}),
 }
 
 
@@ -95,233 +311,77 @@ def train_config(preset: str, **overrides: Any) -> TrainConfig:
     return dataclasses.replace(PRESETS[preset], **overrides)
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or exploded; the last good checkpoint is kept."""
+def make_source(config: TrainConfig) -> Any:
+    """The data source a run trains on (see ``data.load_source``)."""
+    from minidiff.data import load_source
+
+    return load_source(config.data, config.resolution, config.channels, **config.data_options)
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) when launched by torchrun, else (0, 1); initialises the process group."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
-
-
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> dict[str, Tensor]:
-    """AdamW's per-parameter moments as flat named tensors (safetensors stores no nesting)."""
-    return {f"opt.{i}.{k}": v for i, s in opt.state_dict()["state"].items() for k, v in s.items()}
-
-
-def _unflatten_optimizer(opt: torch.optim.Optimizer, state: dict[str, Tensor]) -> None:
-    sd = opt.state_dict()
-    moments: dict[int, dict[str, Tensor]] = {}
-    for key, value in state.items():
-        if key.startswith("opt."):
-            _, i, name = key.split(".", 2)
-            moments.setdefault(int(i), {})[name] = value
-    opt.load_state_dict({"state": moments, "param_groups": sd["param_groups"]})
-
-
-def lr_at(config: TrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to 10% (Loshchilov & Hutter 2017)."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-
-def make_batch(config: TrainConfig, step: int, rank: int, text_encoder: TextEncoder, tokenizer: Tokenizer,
-               vae: Optional[VAE], device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Step ``step``'s training batch: (x0 (B, C, H, W), cond (B, L, D), t (B,), noise like x0).
-
-    Seeded by (seed, step, rank) only, so a resumed run draws exactly what the first one would have.
-    """
-    data_seed = (config.seed * SEED_STRIDE + step) * 64 + rank
-    shapes = ShapesConfig(resolution=config.resolution, max_objects=config.max_objects, p_two=config.p_two,
-                          holdout=config.holdout)
-    images, captions, _ = make_shapes(config.batch_size, shapes, seed=data_seed)
-    g = torch.Generator().manual_seed(data_seed)
-    # 1. classifier-free guidance dropout: some captions become the empty prompt (Ho & Salimans 2022)
-    drop = torch.rand(len(captions), generator=g) < config.cond_dropout
-    captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-    cond = encode_prompts(text_encoder, tokenizer, captions, device)  # (B, L, D)
-    x0 = images.to(device)  # (B, 3, H, W)
-    if vae is not None:
-        x0 = to_latent(vae, x0)  # (B, C_lat, H/f, W/f)
-    # 2. a random timestep and noise per image (Ho et al. 2020, alg. 1)
-    t = torch.randint(0, config.T, (x0.shape[0],), generator=g).to(device)  # (B,)
-    noise = torch.randn(x0.shape, generator=g).to(device)  # like x0
-    return x0, cond, t, noise
-
-
-def diffusion_loss(model: Any, schedule: Any, x0: Tensor, t: Tensor, noise: Tensor, cond: Optional[Tensor],
-                   prediction_type: str = "eps") -> Tensor:
-    """Mean squared error between the model's output on x_t = q_sample(x0, t, noise) and its target.
-
-    x0, noise: (B, ...); t: (B,); cond: (B, L, D) or None. The simple loss of Ho et al. 2020 (eq. 14)
-    for eps; the same regression on x0 or v for the other objectives (Salimans & Ho 2022).
-    """
-    xt = q_sample(schedule, x0, t, noise)
-    target = training_target(schedule, x0, noise, t, prediction_type)
-    return F.mse_loss(model(xt, t, cond).to(target.dtype), target)  # bf16 autocast output back to fp32
-
-
-def build_unet(config: TrainConfig, channels: int, text_dim: int) -> UNet:
+def build_unet(config: TrainConfig, channels: int, text_dim: int) -> nn.Module:
     """The U-Net of ``config.unet`` sized for ``channels`` inputs and ``text_dim``-wide tokens."""
+    from minidiff.unet import UNet, UNetConfig
+
     overrides = {"in_channels": channels, "text_dim": text_dim, "prediction_type": config.prediction_type,
                  **config.unet_overrides}
     return UNet(UNetConfig.from_preset(config.unet, **overrides))
 
 
-def train_denoiser(
-    config: TrainConfig,
-    out_dir: str | Path,
-    text_encoder: TextEncoder,
-    tokenizer: Tokenizer,
-    vae: Optional[VAE] = None,
-    device: str = "auto",
-    resume: bool = False,
-    max_minutes: Optional[float] = None,
-    progress: bool = True,
-    sample_fn: Any = None,
-    stop_after: Optional[int] = None,
-) -> dict[str, Any]:
-    """Train a U-Net denoiser on shapes; returns {"step", "loss", "seconds", "images_per_s"}.
+def unet_stage(config: TrainConfig, source: Any, text_encoder: nn.Module, tokenizer: Any, vae: Optional[nn.Module],
+               device: torch.device) -> Stage:
+    """The denoiser stage: captions -> frozen text encoder (a share dropped to "", so the same network
+    learns the unconditional model guidance needs), images -> (VAE latents), noised by the schedule."""
+    from minidiff.schedule import make_schedule
+    from minidiff.text import encode_prompts
+    from minidiff.vae import to_latent
 
-    ``sample_fn(unet, step)`` (optional) is called every ``config.sample_every`` steps with the EMA
-    model, e.g. to write a grid. ``stop_after`` ends this call after that many steps (with a
-    checkpoint), as a kill would, without changing the run's schedule. Under torchrun the model is wrapped in DistributedDataParallel and
-    each rank draws its own data; only rank 0 writes files.
+    channels = vae.config.latent_channels if vae is not None else source.channels
+    torch.manual_seed(config.seed)
+    unet = build_unet(config, channels, text_encoder.config.dim).to(device)
+    schedule = make_schedule(config.schedule, config.T)
+    text_encoder = text_encoder.to(device).eval()
+    vae = vae.to(device).eval() if vae is not None else None
+
+    def batch(step: int, rank: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        data_seed = (config.seed * SEED_STRIDE + step) * 64 + rank
+        images, captions = source.batch(config.batch_size, data_seed)  # (B, C, H, W), B captions
+        g = torch.Generator().manual_seed(data_seed)
+        # 1. classifier-free guidance dropout: some captions become the empty prompt (Ho & Salimans 2022)
+        drop = torch.rand(len(captions), generator=g) < config.cond_dropout
+        cond = encode_prompts(text_encoder, tokenizer, ["" if d else c for c, d in zip(captions, drop.tolist())],
+                              device)  # (B, L, D)
+        x0 = images.to(device) if vae is None else to_latent(vae, images.to(device))  # (B, C', h, w)
+        # 2. a random timestep and noise per image (Ho et al. 2020, alg. 1)
+        t = torch.randint(0, config.T, (x0.shape[0],), generator=g).to(device)  # (B,)
+        noise = torch.randn(x0.shape, generator=g).to(device)  # like x0
+        return x0, cond, t, noise
+
+    def loss(model: nn.Module, b: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+        x0, cond, t, noise = b
+        return diffusion_loss(model, schedule, x0, t, noise, cond, config.prediction_type)
+
+    return Stage("unet", unet, loss, batch, config.steps, config.lr, config.batch_size, config.warmup_steps,
+                 config.weight_decay, config.grad_clip, config.ema_decay, config.seed)
+
+
+def train_denoiser(config: TrainConfig, out_dir: str | Path, text_encoder: nn.Module, tokenizer: Any,
+                   vae: Optional[nn.Module] = None, device: str = "auto", resume: bool = False,
+                   max_minutes: Optional[float] = None, progress: bool = True, sample_fn: Any = None,
+                   stop_after: Optional[int] = None, source: Any = None) -> dict[str, Any]:
+    """Train the U-Net stage with ``fit``; save its EMA weights as ``<out>/unet``; return fit's numbers.
+
+    ``sample_fn(unet, step)`` is called every ``config.sample_every`` steps with the EMA model.
     """
-    out = Path(out_dir)
-    dev = pick_device(device)
-    rank, world = _distributed()
+    from minidiff.checkpoint import pick_device
+
+    out, dev = Path(out_dir), pick_device(device)
+    rank, world = distributed()
     if world > 1 and dev.type == "cuda":
         dev = torch.device("cuda", rank % torch.cuda.device_count())
-    channels = vae.config.latent_channels if vae is not None else 3
-    torch.manual_seed(config.seed)
-    unet = build_unet(config, channels, text_encoder.config.dim).to(dev)
-    ema = build_unet(config, channels, text_encoder.config.dim).to(dev).eval()
-    ema.load_state_dict(unet.state_dict())
-    ema.requires_grad_(False)
-    opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = make_schedule(config.schedule, config.T)
-    text_encoder, vae = text_encoder.to(dev).eval(), (vae.to(dev).eval() if vae is not None else None)
-    step = 0
-    if resume and (out / "train_state.json").exists():
-        state, meta = load_checkpoint(out / "train_state", map_location=dev)
-        load_into(unet, {k[6:]: v for k, v in state.items() if k.startswith("model.")}, "U-Net")
-        load_into(ema, {k[4:]: v for k, v in state.items() if k.startswith("ema.")}, "EMA U-Net")
-        _unflatten_optimizer(opt, state)
-        step = meta["extra"]["step"]
-    model = torch.nn.parallel.DistributedDataParallel(unet) if world > 1 else unet
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
-
-    def checkpoint(at: int) -> None:
-        if rank != 0:
-            return
-        tensors = {**{f"model.{k}": v for k, v in unet.state_dict().items()},
-                   **{f"ema.{k}": v for k, v in ema.state_dict().items()}, **_flatten_optimizer(opt)}
-        info = {"step": at, "train_config": dataclasses.asdict(config), "unet_config": dataclasses.asdict(unet.config)}
-        save_checkpoint(out / "train_state", tensors, unet.config, info)
-        save_checkpoint(out / "unet", ema, ema.config, {"kind": "unet", **info})
-
-    start, loss_value, seen, first = time.perf_counter(), float("nan"), 0, step
-    bar = tqdm(total=config.steps, initial=step, desc="train U-Net", disable=not progress or rank != 0)
-    while step < config.steps:
-        x0, cond, t, noise = make_batch(config, step, rank, text_encoder, tokenizer, vae, dev)
-        torch.manual_seed(config.seed * SEED_STRIDE + step)  # dropout masks, also reproducible on resume
-        for group in opt.param_groups:
-            group["lr"] = lr_at(config, step)
-        # 3. noise the batch and regress on the objective's target
-        with autocast:
-            loss = diffusion_loss(model, schedule, x0, t, noise, cond, config.prediction_type)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value) or loss_value > LOSS_EXPLODED:
-            raise TrainingDiverged(f"loss became {loss_value} at step {step}; the last good checkpoint "
-                                   f"in {out} is kept. Lower lr (now {config.lr}) or grad_clip.")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), config.grad_clip)
-        opt.step()
-        # 4. exponential moving average of the weights, used for sampling (Song & Ermon 2020); the
-        #    decay warms up as in TensorFlow's ExponentialMovingAverage(num_updates), so a short run's
-        #    EMA is not mostly its random initial weights
-        decay = min(config.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), unet.parameters()):
-                p_ema.lerp_(p, 1 - decay)
-        step += 1
-        seen += x0.shape[0] * world
-        elapsed = time.perf_counter() - start
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}", img_per_s=f"{seen / elapsed:.0f}")
-        out_of_time = (max_minutes is not None and elapsed > 60 * max_minutes) or step - first == stop_after
-        if step % config.checkpoint_every == 0 or step == config.steps or out_of_time:
-            checkpoint(step)
-        if sample_fn is not None and rank == 0 and config.sample_every and step % config.sample_every == 0:
-            sample_fn(ema, step)
-        if out_of_time:
-            break
-    bar.close()
-    seconds = time.perf_counter() - start
-    return {"step": step, "loss": loss_value, "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
-
-
-SAMPLE_PROMPTS = (
-    "a large red circle at the top left on a blue background",
-    "a small green square at the bottom right on a black background",
-    "a large yellow triangle at the center on a gray background",
-    "a small purple diamond at the top right on a white background",
-)
-
-
-def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "auto", resume: bool = False,
-                 max_minutes: Optional[float] = None, progress: bool = True) -> dict[str, Any]:
-    """Train everything a preset needs, from scratch, in stages: text encoder, VAE (latent only), U-Net.
-
-    A stage whose checkpoint already exists in ``out_dir`` is reused, so ``resume=True`` after a kill
-    skips finished stages and continues the U-Net from its last checkpoint. ``max_minutes`` bounds
-    the U-Net stage. Returns the timings of each stage.
-    """
-    from minidiff.pipeline import Pipeline
-    from minidiff.text import load_text_encoder, save_text_encoder, train_clip
-    from minidiff.vae import VAEConfig, load_vae, save_vae, train_vae
-    from minidiff.viz import save_grid
-
-    config = train_config(preset) if isinstance(preset, str) else preset
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rank, _ = _distributed()
-    timings: dict[str, Any] = {}
-    if not (out / "text_encoder.json").exists():
-        start = time.perf_counter()
-        clip = train_clip(config.text_preset, steps=config.text_steps, seed=config.seed, device=device,
-                          resolution=config.resolution, progress=progress and rank == 0)
-        if rank == 0:
-            save_text_encoder(clip, clip.tokenizer, out / "text_encoder")
-        timings["text_encoder_s"] = time.perf_counter() - start
-    text_encoder, tokenizer = load_text_encoder(out / "text_encoder")
-    vae = None
-    if config.latent:
-        if not (out / "vae.json").exists():
-            start = time.perf_counter()
-            trained = train_vae(VAEConfig.from_preset(config.vae_preset), steps=config.vae_steps,
-                                batch_size=config.vae_batch_size, seed=config.seed, device=device,
-                                resolution=config.resolution, progress=progress and rank == 0)
-            if rank == 0:
-                save_vae(trained, str(out / "vae"))
-            timings["vae_s"] = time.perf_counter() - start
-        vae = load_vae(str(out / "vae"))
-    schedule = make_schedule(config.schedule, config.T)
-
-    def write_grid(ema: UNet, step: int) -> None:
-        pipe = Pipeline(ema, text_encoder, tokenizer, schedule, vae, config.resolution)
-        images = pipe([p for p in SAMPLE_PROMPTS for _ in range(2)], seeds=0, steps=20)
-        save_grid(images, out / "samples" / f"step_{step:06d}.png", nrow=2, scale=4)
-
-    result = train_denoiser(config, out, text_encoder, tokenizer, vae, device=device, resume=resume,
-                            max_minutes=max_minutes, progress=progress, sample_fn=write_grid)
-    timings.update(unet_s=result["seconds"], **result)
-    return timings
+    stage = unet_stage(config, source or make_source(config), text_encoder, tokenizer, vae, dev)
+    info = {"train_config": dataclasses.asdict(config), "unet_config": dataclasses.asdict(stage.model.config)}
+    result = fit(stage, out, config.checkpoint_every, resume, max_minutes, progress, stop_after,
+                 (config.sample_every, sample_fn) if sample_fn is not None else None, dev, info)
+    if rank == 0:
+        save_checkpoint(out / "unet", stage.model, stage.model.config, {"kind": "unet", "step": result["step"], **info})
+    return result

@@ -22,7 +22,7 @@ from torch import Tensor
 from minidiff.shapes import make_shapes
 from minidiff.sampling import make_timesteps
 from minidiff.schedule import SCHEDULES, NoiseSchedule, make_schedule, q_sample
-from minidiff.training import SAMPLE_PROMPTS as TRAINING_PROMPTS
+from minidiff.runs import SAMPLE_PROMPTS as TRAINING_PROMPTS
 from minidiff.toy2d import (
     MLPDenoiser,
     eight_gaussians,
@@ -49,8 +49,9 @@ def image_grid(images: Tensor, nrow: int = 8, padding: int = 1, pad_value: int =
 
     Images fill rows left to right; ``padding`` pixels of ``pad_value`` separate them and frame the grid.
     """
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must have shape (N, 3, H, W); got {tuple(images.shape)}")
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (N, 3, H, W) or (N, 1, H, W); got {tuple(images.shape)}")
+    images = images.expand(-1, 3, -1, -1)  # grayscale drawn as grey RGB
     if nrow < 1:
         raise ValueError(f"nrow={nrow} must be >= 1")
     n, _, h, w = images.shape

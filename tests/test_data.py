@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 
-import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from minidiff.shapes import BACKGROUNDS, COMPATIBLE, HALF_EXTENT, POSITIONS, RGB, SHAPES, SIZES, TEMPLATES, Object, Scene, ShapesConfig, ShapesDataset, caption, captions_for, make_shapes, parse_caption, render, sample_scenes, split_words, vocabulary
-from minidiff.data import hf_dataset, image_folder_dataset
 
 
 def scenes(n: int, seed: int = 0, **kwargs) -> list[Scene]:
@@ -209,62 +205,3 @@ def test_bad_calls_name_parameter():
 
 
 # ---- image-dataset adapters -----------------------------------------------------------------
-
-def striped(colours: list[str], height: int = 20) -> Image.Image:
-    """An image of len(colours) vertical stripes, each height x height pixels."""
-    img = Image.new("RGB", (height * len(colours), height))
-    for i, c in enumerate(colours):
-        img.paste(tuple(round(255 * v) for v in RGB[c]), (i * height, 0, (i + 1) * height, height))
-    return img
-
-
-def test_hf_dataset_caption_column_resizes_and_crops(tmp_path):
-    images = [striped(["red", "green", "blue"]), striped(["white"], height=40)]
-    ds = datasets.Dataset.from_dict({"image": images, "text": ["a wide image", "a white square"]},
-                                    features=datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")}))
-    ds.save_to_disk(str(tmp_path / "ds"))
-    got = hf_dataset(str(tmp_path / "ds"), caption_column="text", resolution=16)
-    assert len(got) == 2
-    x, text = got[0]
-    assert x.shape == (3, 16, 16) and text == "a wide image"
-    green = torch.round(torch.tensor(RGB["green"]) * 255) / 127.5 - 1
-    assert torch.allclose(x[:, 8, 8], green, atol=0.02)  # the centre crop keeps the middle (green) stripe
-    x, _ = got[1]
-    assert x.min() >= -1 and torch.allclose(x, torch.ones_like(x), atol=0.01)
-
-
-def test_hf_dataset_label_column_with_classlabel(tmp_path):
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(i) for i in range(10)])})
-    ds = datasets.Dataset.from_dict({"image": [striped(["gray"])] * 3, "label": [7, 0, 3]}, features=features)
-    datasets.DatasetDict({"test": ds}).save_to_disk(str(tmp_path / "digits"))
-    got = hf_dataset(str(tmp_path / "digits"), split="test", label_column="label",
-                     caption_template="a handwritten digit {label_word}", resolution=16)
-    assert [got[i][1] for i in range(3)] == ["a handwritten digit seven", "a handwritten digit zero", "a handwritten digit three"]
-    pets = datasets.Dataset.from_dict({"image": [striped(["gray"])], "label": [1]},
-                                      features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"])}))
-    pets.save_to_disk(str(tmp_path / "pets"))
-    assert hf_dataset(str(tmp_path / "pets"), label_column="label")[0][1] == "a photo of a dog"
-    with pytest.raises(ValueError, match="split"):
-        hf_dataset(str(tmp_path / "digits"), split="train", label_column="label")
-    with pytest.raises(ValueError, match="caption_column"):
-        hf_dataset(str(tmp_path / "pets"), caption_column="text")
-    with pytest.raises(ValueError, match="exactly one"):
-        hf_dataset(str(tmp_path / "pets"))
-
-
-@pytest.mark.parametrize("fmt", ["txt", "jsonl"])
-def test_image_folder_dataset(tmp_path, fmt):
-    striped(["red"]).save(tmp_path / "a.png")
-    striped(["blue", "yellow"]).save(tmp_path / "b b.png")
-    rows = [("a.png", "a red image"), ("b b.png", "blue, then yellow")]
-    if fmt == "txt":
-        (tmp_path / "captions.txt").write_text("".join(f"{n}\t{c}\n" for n, c in rows))
-        got = image_folder_dataset(tmp_path, resolution=16)
-    else:
-        (tmp_path / "metadata.jsonl").write_text("".join(json.dumps({"file_name": n, "text": c}) + "\n" for n, c in rows))
-        got = image_folder_dataset(tmp_path, "metadata.jsonl", resolution=16)
-    x, text = got[1]
-    assert len(got) == 2 and text == "blue, then yellow" and x.shape == (3, 16, 16)
-    assert torch.allclose(got[0][0][:, 4, 4], torch.round(torch.tensor(RGB["red"]) * 255) / 127.5 - 1, atol=0.02)
-    with pytest.raises(ValueError, match="captions_file"):
-        image_folder_dataset(tmp_path, "missing.txt")

@@ -10,7 +10,7 @@ from minidiff import shapes as data
 from minidiff.checkpoint import save_checkpoint
 from minidiff.text import (BOS_ID, EOS_ID, PAD_ID, PRESETS, SHIPPED_WEIGHTS, CLIPConfig, TextEncoder,
                            TextEncoderConfig, TinyCLIP, Tokenizer, clip_loss, encode_prompts, load_clip,
-                           load_text_encoder, retrieval_accuracy, save_text_encoder, same_scene, split_words,
+                           load_text_encoder, retrieval_accuracy, save_text_encoder, split_words,
                            train_clip)
 
 HELD_OUT_SEED = 10**9 + 7  # train_clip uses seeds seed * 1_000_003 + step, far below this
@@ -106,7 +106,9 @@ def test_clip_loss_of_zero_embeddings_is_log_b():
 def test_duplicates_share_the_target():
     scene = data.Scene("black", (data.Object("circle", "red", "small", "center"),))
     other = data.Scene("white", (data.Object("square", "red", "small", "center"),))
-    same = same_scene([scene, scene, other])
+    from minidiff.data import ShapesSource
+
+    same = ShapesSource(data.ShapesConfig()).same([data.caption(scene, 0), data.caption(scene, 3), data.caption(other, 1)])
     assert same.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
     # 1. swapping the captions of two copies of one scene changes nothing with soft targets
     img, txt = torch.nn.functional.normalize(torch.randn(2, 3, 4), dim=-1)

@@ -11,7 +11,7 @@ import torch
 from minidiff.checkpoint import load_checkpoint
 from minidiff.shapes import vocabulary
 from minidiff.text import TextEncoder, TextEncoderConfig, Tokenizer
-from minidiff.training import TrainingDiverged, lr_at, train_config, train_denoiser
+from minidiff.training import Stage, TrainingDiverged, lr_at, train_config, train_denoiser
 
 
 def tiny_setup(**overrides):
@@ -24,7 +24,7 @@ def tiny_setup(**overrides):
 
 
 def weights(folder):
-    state, meta = load_checkpoint(folder / "train_state")
+    state, meta = load_checkpoint(folder / "unet_state")
     return state, meta["extra"]["step"]
 
 
@@ -42,21 +42,57 @@ def test_a_killed_run_resumes_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
     # the EMA weights that sampling loads are written beside the training state
     ema, meta = load_checkpoint(tmp_path / "full" / "unet")
+    assert meta["extra"]["step"] == 12
     assert meta["extra"]["kind"] == "unet" and all(torch.equal(ema[k], a["ema." + k]) for k in ema)
     assert not list((tmp_path / "full").glob("*.tmp")), "temporary files left behind"
 
 
-def test_exploding_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
+def test_exploding_loss_before_any_checkpoint_says_none_exists(tmp_path):
     config, encoder, tokenizer = tiny_setup(lr=1e4, grad_clip=1e9, warmup_steps=1)
-    with pytest.raises(TrainingDiverged, match=r"at step \d+"):
+    with pytest.raises(TrainingDiverged, match=r"at step [1-3]: .*no healthy checkpoint exists"):
         train_denoiser(config, tmp_path, encoder, tokenizer, device="cpu", progress=False)
-    if (tmp_path / "train_state.json").exists():
-        state, step = weights(tmp_path)
-        assert all(torch.isfinite(v).all() for v in state.values())
+    assert not (tmp_path / "unet_state.safetensors").exists()
+
+
+class Scalar(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([0.0]))
+
+
+def jump_stage(jump_at, steps=40):
+    """A stage whose target jumps from 0 to 3 at step ``jump_at``: the loss goes from 0 to ~9,
+    as the VAE's MSE went from 0.0078 to 0.83 when it diverged."""
+    def loss(model, step):
+        return ((model.w - (3.0 if step >= jump_at else 0.0)) ** 2).sum()
+
+    return Stage("scalar", Scalar(), loss, lambda step, rank: step, steps=steps, lr=0.1, batch_size=1)
+
+
+@pytest.mark.parametrize("every, kept", [(5, 20), (1, 22)])
+def test_divergence_keeps_the_last_healthy_checkpoint(tmp_path, every, kept):
+    from minidiff.training import fit
+
+    stage = jump_stage(jump_at=23)
+    with pytest.raises(TrainingDiverged, match=rf"at step 23: .*last healthy checkpoint, step {kept}, is kept"):
+        fit(stage, tmp_path, checkpoint_every=every, progress=False)
+    state, meta = load_checkpoint(tmp_path / "scalar_state")
+    assert meta["extra"]["step"] == kept
+    # the kept weights are the ones that produced a healthy loss at that step
+    assert state["model.w"].item() == 0.0
+
+
+def test_resuming_a_finished_run_reports_its_last_loss(tmp_path):
+    from minidiff.training import fit
+
+    first = fit(jump_stage(jump_at=10**9, steps=12), tmp_path, checkpoint_every=4, progress=False)
+    again = fit(jump_stage(jump_at=10**9, steps=12), tmp_path, checkpoint_every=4, progress=False, resume=True)
+    assert first["finished"] and again["finished"] and again["step"] == 12
+    assert again["loss"] == first["loss"] and again["loss"] == again["loss"]  # not NaN
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth():
-    config = train_config("shapes-latent", lr=1e-3, warmup_steps=100, steps=1100)
+    config = Stage("x", torch.nn.Linear(1, 1), None, None, steps=1100, lr=1e-3, batch_size=1, warmup_steps=100)
     assert lr_at(config, 0) == pytest.approx(1e-5)
     assert lr_at(config, 99) == pytest.approx(1e-3)
     assert lr_at(config, 600) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
@@ -93,7 +129,7 @@ def test_ddp_with_two_cpu_processes(tmp_path):
 
 def test_train_preset_in_pixel_space_writes_a_loadable_run(tmp_path):
     from minidiff.pipeline import load_pipeline
-    from minidiff.training import train_preset
+    from minidiff.runs import train_preset
 
     small = {"base_channels": 8, "channel_mults": (1, 2), "attention_levels": (1,)}
     config = train_config("tiny", latent=False, unet="cpu-pixel", resolution=16, steps=4, sample_every=2, unet_overrides=small)

@@ -1,0 +1,172 @@
+"""A run: every stage of a text-to-image model trained in order into one folder, each one checked.
+
+    judge (labelled data) -> text encoder -> VAE (latent runs) -> U-Net
+
+Every stage trains with ``training.fit``. After each one, a bar it must reach before the next stage
+starts: the label judge's held-out accuracy; the text encoder's held-out retrieval; for the VAE, the
+share of held-out reconstructions the judge still reads right. A stage that misses its bar stops the
+run with a message saying what was measured and what was expected (``StageFailed``).
+
+A stage whose checkpoint is already in the folder is reused, so ``resume=True`` after a kill skips
+finished stages and continues the current one from its last checkpoint. ``run.json`` records the
+TrainConfig, so ``sample`` and ``eval`` know what data a run was trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from minidiff.checkpoint import atomic_write_bytes, pick_device
+from minidiff.training import TrainConfig, distributed, fit, make_source, train_config, train_denoiser
+
+BAR_IMAGES = 256  # held-out images each bar is measured on
+VAE_MSE_BAR = 0.01  # data without a judge: the VAE's held-out reconstruction MSE must stay below this
+SAMPLE_PROMPTS = (
+    "a large red circle at the top left on a blue background",
+    "a small green square at the bottom right on a black background",
+    "a large yellow triangle at the center on a gray background",
+    "a small purple diamond at the top right on a white background",
+)
+
+
+class StageFailed(ValueError):
+    """A stage trained without error but missed its quality bar; the run stops before the next stage."""
+
+
+def _bar(stage: str, measured: float, bar: float, what: str, hint: str) -> dict[str, float]:
+    print(f"{stage}: {what} {measured:.4f} (bar {bar:.2f})")
+    if bar > 0 and measured < bar:  # a bar of 0 only reports
+        raise StageFailed(f"{stage} stage missed its bar: {what} {measured:.4f}, expected >= {bar:.2f}; {hint}")
+    return {f"{stage}_{what.split()[0]}": measured}
+
+
+def run_config(folder: str | Path) -> Optional[TrainConfig]:
+    """The TrainConfig a run folder was trained with (None for folders without ``run.json``)."""
+    path = Path(folder) / "run.json"
+    if not path.is_file():
+        return None
+    try:
+        fields = json.loads(path.read_text())["train_config"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise ValueError(f"run file {path} is not valid ({err}); retrain or restore it") from None
+    return TrainConfig(**fields)
+
+
+def _train_judge(config: TrainConfig, source: Any, out: Path, device: str, progress: bool, resume: bool) -> dict[str, float]:
+    from minidiff.judge import label_judge_stage, predict_labels, save_label_judge
+
+    stage = label_judge_stage(source, config.judge_steps, seed=config.seed)
+    fit(stage, out, checkpoint_every=250, resume=resume, progress=progress, device=pick_device(device))
+    judge = stage.model.cpu().eval()
+    images, _ = source.held_out()
+    accuracy = (predict_labels(judge, images) == source.labels[source.held_index]).float().mean().item()
+    report = _bar("judge", accuracy, config.judge_bar, f"accuracy on {len(images)} held-out images",
+                  "train it longer (judge_steps) or check the labels")
+    save_label_judge(judge, out / "judge", source.label_names, {**report, "caption_template": source.caption_template})
+    return report
+
+
+def _train_text(config: TrainConfig, source: Any, out: Path, device: str, progress: bool, resume: bool) -> dict[str, float]:
+    from minidiff.text import clip_stage, retrieval_accuracy, save_text_encoder
+
+    stage = clip_stage(config.text_preset, source, config.text_steps, seed=config.seed)
+    fit(stage, out, checkpoint_every=200, resume=resume, progress=progress, device=pick_device(device))
+    clip = stage.model.cpu().eval()
+    images, captions = source.held_out(BAR_IMAGES)
+    score = retrieval_accuracy(clip, images, captions, source=source)["image_to_text"]
+    report = _bar("text_encoder", score, config.text_bar, f"image-to-caption retrieval on {len(images)} held-out pairs",
+                  "train it longer (text_steps)")
+    save_text_encoder(clip, clip.tokenizer, out / "text_encoder", report)
+    return report
+
+
+def _vae_score(vae: Any, source: Any, out: Path) -> tuple[float, float, str]:
+    """(score, bar scale, what): how well the run's judge reads back held-out reconstructions."""
+    from minidiff.judge import load_any_judge, load_judge, predict_labels
+    from minidiff.metrics import prompt_adherence
+    from minidiff.vae import from_latent, to_latent
+
+    images, captions = source.held_out(BAR_IMAGES)
+    with torch.no_grad():
+        recon = from_latent(vae, to_latent(vae, images))  # (N, C, H, W)
+    if source.kind == "shapes":
+        score = prompt_adherence(recon, captions, load_judge())["all"]
+        return score, 1.0, f"share of {len(images)} held-out reconstructions the judge reads right"
+    if source.label_names is not None:
+        judge, labels = load_any_judge(out / "judge"), source.labels[source.held_index[:BAR_IMAGES]]
+        real = (predict_labels(judge, images) == labels).float().mean().item()
+        score = (predict_labels(judge, recon) == labels).float().mean().item()
+        return score, real, f"judge accuracy on {len(images)} held-out reconstructions (real images: {real:.3f})"
+    mse = (recon - images).pow(2).mean().item()
+    return 1 - mse / VAE_MSE_BAR, 1.0, f"1 - MSE/{VAE_MSE_BAR} on {len(images)} held-out reconstructions (MSE {mse:.5f})"
+
+
+def _train_vae(config: TrainConfig, source: Any, out: Path, device: str, progress: bool, resume: bool) -> dict[str, float]:
+    from minidiff.vae import VAEConfig, save_vae, train_vae
+
+    vae = train_vae(VAEConfig.from_preset(config.vae_preset), config.vae_steps, config.vae_batch_size, config.seed,
+                    device, progress=progress, source=source, out=out, resume=resume).cpu().eval()
+    score, scale, what = _vae_score(vae, source, out)
+    report = _bar("vae", score, config.vae_bar * scale, what, "lower the VAE lr or train it longer (vae_steps)")
+    save_vae(vae, out / "vae", report)
+    return report
+
+
+def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "auto", resume: bool = False,
+                 max_minutes: Optional[float] = None, progress: bool = True) -> dict[str, Any]:
+    """Train every stage a run needs, in order, into ``out_dir``; return each stage's seconds and bar.
+
+    ``max_minutes`` bounds the U-Net stage. Finished stages in ``out_dir`` are reused.
+    """
+    from minidiff.pipeline import Pipeline
+    from minidiff.schedule import make_schedule
+    from minidiff.text import load_text_encoder
+    from minidiff.unet import UNetConfig
+    from minidiff.vae import VAEConfig, load_vae
+    from minidiff.viz import save_grid
+
+    config = train_config(preset) if isinstance(preset, str) else preset
+    out = Path(out_dir)
+    factor = UNetConfig.from_preset(config.unet, **config.unet_overrides).downsample_factor
+    factor *= VAEConfig.from_preset(config.vae_preset).downsample_factor if config.latent else 1
+    if config.resolution % factor:
+        raise ValueError(f"--resolution {config.resolution} is not a multiple of {factor}, which the U-Net "
+                         f"{config.unet!r}{' with the VAE' if config.latent else ''} needs; use e.g. "
+                         f"{factor * max(1, round(config.resolution / factor))}")
+    source = make_source(config)
+    for note in getattr(source, "notes", []):
+        print(f"data: {note}")
+    out.mkdir(parents=True, exist_ok=True)
+    rank, _ = distributed()
+    if rank == 0:
+        atomic_write_bytes(out / "run.json", json.dumps({"train_config": dataclasses.asdict(config)}, indent=2).encode())
+    report: dict[str, Any] = {}
+    stages = [("judge", _train_judge)] if source.label_names is not None else []
+    stages += [("text_encoder", _train_text)] + ([("vae", _train_vae)] if config.latent else [])
+    for name, train in stages:
+        if not (out / f"{name}.json").exists():
+            start = time.perf_counter()
+            report.update(train(config, source, out, device, progress and rank == 0, resume))
+            report[f"{name}_s"] = round(time.perf_counter() - start, 1)
+    text_encoder, tokenizer = load_text_encoder(out / "text_encoder")
+    vae = load_vae(str(out / "vae")) if config.latent else None
+    schedule = make_schedule(config.schedule, config.T)
+    prompts = SAMPLE_PROMPTS if source.kind == "shapes" else sorted(set(source.held_out(64)[1]))[:4]
+
+    def write_grid(ema: Any, step: int) -> None:
+        pipe = Pipeline(ema, text_encoder, tokenizer, schedule, vae, config.resolution)
+        save_grid(pipe([p for p in prompts for _ in range(2)], seeds=0, steps=20), out / "samples" / f"step_{step:06d}.png",
+                  nrow=2, scale=4)
+
+    result = train_denoiser(config, out, text_encoder, tokenizer, vae, device=device, resume=resume,
+                            max_minutes=max_minutes, progress=progress, sample_fn=write_grid, source=source)
+    report.update(unet_s=round(result["seconds"], 1), step=result["step"], loss=result["loss"],
+                  images_per_s=round(result["images_per_s"], 1))
+    return report
+

@@ -1,0 +1,82 @@
+"""Runs through the command line: train on any data set, then sample and eval that run."""
+
+import json
+
+import datasets
+import pytest
+import torch
+from PIL import Image
+
+from minidiff import cli
+from minidiff.runs import StageFailed, run_config, train_preset
+from minidiff.shapes import Object, Scene, render
+from minidiff.training import train_config
+
+CLASSES = {"circle": "red", "square": "blue"}  # two labels, each drawn in its own colour
+
+
+def class_images(n):
+    """``n`` 16 px PIL images alternating between the two classes, at varying positions."""
+    positions = ("top left", "top right", "bottom left", "bottom right", "center")
+    scenes = [Scene("white", (Object(shape, CLASSES[shape], "large", positions[i % 5]),))
+              for i in range(n) for shape in [tuple(CLASSES)[i % 2]]]
+    pixels = ((render(scenes, 16) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(p) for p in pixels]
+
+
+def run_cli(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-2000:]
+    return out, err
+
+
+def test_saved_hf_dataset_trains_samples_and_evals(tmp_path, capsys):
+    names = tuple(CLASSES)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(names))})
+    datasets.Dataset.from_dict({"image": class_images(40), "label": [i % 2 for i in range(40)]},
+                               features=features).save_to_disk(str(tmp_path / "saved"))
+    run = tmp_path / "run"
+    run_cli(capsys, "train", "--preset", "tiny-pixel", "--data", tmp_path / "saved", "--label-column", "label",
+            "--caption-template", "a {label}", "--resolution", 16, "--out", run)
+    assert {p.name for p in run.iterdir()} >= {"run.json", "judge.json", "text_encoder.json", "unet.json"}
+    assert run_config(run).data == str(tmp_path / "saved")
+    out, err = run_cli(capsys, "sample", "a circle", "--weights", run, "--num-images", 2, "--steps", 2,
+                       "--out", tmp_path / "s.png")
+    assert Image.open(tmp_path / "s.png").size[0] > Image.open(tmp_path / "s.png").size[1] > 16
+    assert "judge, seed 0:" in err and "judge, seed 1:" in err
+    run_cli(capsys, "eval", "--weights", run, "--prompts", 10, "--steps", 2, "--json", tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())["data_run"]
+    assert 0 <= report["label_adherence"] <= 1 and set(report["per_label"]) == set(names)
+    assert report["frechet"] >= 0 and report["frechet_real_floor"] >= 0 and 0 <= report["memorised"] <= 1
+    # an unknown word names the word and this run's vocabulary, not the shapes one
+    assert cli.main(["sample", "a triangle", "--weights", str(run), "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "'triangle'" in err and "circle" in err and "square" in err and "purple" not in err
+
+
+def test_image_folder_trains_a_latent_run_and_evals_without_labels(tmp_path, capsys):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    lines = []
+    for i, image in enumerate(class_images(24)):
+        image.save(folder / f"{i}.png")
+        lines.append(f"{i}.png\ta {tuple(CLASSES)[i % 2]} on white")
+    (folder / "captions.txt").write_text("\n".join(lines))
+    run = tmp_path / "run"
+    run_cli(capsys, "train", "--preset", "tiny", "--data", folder, "--resolution", 16, "--out", run)
+    assert (run / "vae.json").exists() and not (run / "judge.json").exists()
+    run_cli(capsys, "sample", "a square on white", "--weights", run, "--num-images", 1, "--steps", 2,
+            "--out", tmp_path / "s.png")
+    out, _ = run_cli(capsys, "eval", "--weights", run, "--prompts", 8, "--steps", 2)
+    assert "no labels: only Frechet distance" in out and "memorised" in out
+
+
+def test_a_stage_that_misses_its_bar_stops_the_run(tmp_path, capsys):
+    config = train_config("tiny-pixel", data="digits", data_options={}, resolution=16, judge_bar=1.01)
+    with pytest.raises(StageFailed, match=r"judge stage missed its bar: accuracy on 180 held-out images 0\.\d+, "
+                                          r"expected >= 1\.01"):
+        train_preset(config, tmp_path, device="cpu", progress=False)
+    assert not (tmp_path / "text_encoder.json").exists(), "the next stage must not start"
+    code = cli.main(["train", "--data", "digits", "--out", str(tmp_path / "cli"), "--resolution", "20"])
+    assert code == 2 and "--resolution 20 is not a multiple of 8" in capsys.readouterr().err
