@@ -19,6 +19,7 @@ untrained one: only its cost matters here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -28,15 +29,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 
 from minidiff.checkpoint import load_checkpoint, load_into
 from minidiff.judge import load_judge
 from minidiff.metrics import eval_prompts, format_table, generate, prompt_adherence
 from minidiff.pipeline import Pipeline, load_unet
-from minidiff.schedule import make_schedule, q_sample, training_target
+from minidiff.schedule import make_schedule
 from minidiff.text import TextEncoder, Tokenizer, load_text_encoder, save_text_encoder, train_clip
-from minidiff.training import TrainConfig, build_unet, make_batch, train_config, train_denoiser
+from minidiff.training import TrainConfig, fit, make_source, train_config, train_denoiser, unet_stage
 from minidiff.unet import UNet, UNetConfig
 from minidiff.vae import VAE, VAEConfig, load_vae, save_vae, train_vae
 
@@ -101,38 +101,22 @@ def shipped(name: str) -> Optional[str]:
 
 def step_speed(config: TrainConfig, text_encoder: TextEncoder, tokenizer: Tokenizer, vae: Optional[VAE],
                steps: int = 10, warmup: int = 2, device: str = "cpu") -> dict[str, Any]:
-    """Seconds per training step (data, U-Net, total) and images/s, averaged over ``steps`` after ``warmup``.
+    """Seconds per U-Net training step as ``training.fit`` runs it, and the share spent making batches.
 
-    The U-Net part repeats the body of ``train_denoiser``: q_sample, forward, MSE on the objective's
-    target, backward, gradient clipping, AdamW, EMA update.
+    Times ``steps`` steps of fit after ``warmup`` untimed ones, then the stage's batches alone.
     """
     dev = torch.device(device)
-    channels = vae.config.latent_channels if vae is not None else 3
-    torch.manual_seed(config.seed)
-    unet = build_unet(config, channels, text_encoder.config.dim).to(dev)
-    ema = build_unet(config, channels, text_encoder.config.dim).to(dev).requires_grad_(False)
-    opt = torch.optim.AdamW(unet.parameters(), lr=config.lr)
-    schedule = make_schedule(config.schedule, config.T)
-    data_s = unet_s = 0.0
-    for step in range(warmup + steps):
-        t0 = time.perf_counter()
-        x0, cond, t, noise = make_batch(config, step, 0, text_encoder, tokenizer, vae, dev)  # (B, C, h, w), (B, L, D), (B,), like x0
-        t1 = time.perf_counter()
-        loss = F.mse_loss(unet(q_sample(schedule, x0, t, noise), t, cond), training_target(schedule, x0, noise, t, config.prediction_type))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), config.grad_clip)
-        opt.step()
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), unet.parameters()):
-                p_ema.lerp_(p, 1 - config.ema_decay)
-        t2 = time.perf_counter()
-        if step >= warmup:
-            data_s, unet_s = data_s + t1 - t0, unet_s + t2 - t1
-    step_s = (data_s + unet_s) / steps
-    return {"unet": config.unet, "params": sum(p.numel() for p in unet.parameters()), "x0_shape": list(x0.shape[1:]),
-            "batch_size": config.batch_size, "data_s": data_s / steps, "unet_s": unet_s / steps, "step_s": step_s,
-            "images_per_s": config.batch_size / step_s}
+    stage = unet_stage(dataclasses.replace(config, steps=warmup + steps), make_source(config), text_encoder,
+                       tokenizer, vae, dev)
+    fit(dataclasses.replace(stage, steps=warmup), progress=False, device=dev)
+    step_s = fit(stage, progress=False, device=dev, stop_after=steps)["seconds"] / steps
+    start = time.perf_counter()
+    for step in range(steps):
+        x0 = stage.batch(step, 0)[0]  # (B, C, h, w)
+    data_s = (time.perf_counter() - start) / steps
+    return {"unet": config.unet, "params": sum(p.numel() for p in stage.model.parameters()),
+            "x0_shape": list(x0.shape[1:]), "batch_size": config.batch_size, "data_s": data_s,
+            "unet_s": step_s - data_s, "step_s": step_s, "images_per_s": config.batch_size / step_s}
 
 
 def adherence_curve(config: TrainConfig, out: Path, text_encoder: TextEncoder, tokenizer: Tokenizer, vae: Optional[VAE],
@@ -145,7 +129,7 @@ def adherence_curve(config: TrainConfig, out: Path, text_encoder: TextEncoder, t
 
     Each row: step, train_min (cumulative U-Net training minutes), loss, the judge's scores, eval_s.
     """
-    for stale in ("train_state", "unet"):  # always from scratch
+    for stale in ("unet_state", "unet"):  # always from scratch
         for suffix in (".json", ".safetensors"):
             (out / f"{stale}{suffix}").unlink(missing_ok=True)
     judge, schedule, rows, trained_s = load_judge(), make_schedule(config.schedule, config.T), [], 0.0
@@ -171,8 +155,8 @@ def adherence_curve(config: TrainConfig, out: Path, text_encoder: TextEncoder, t
 
 
 def raw_unet(out: Path, device: str = "cpu") -> UNet:
-    """The raw (not averaged) U-Net weights of the last checkpoint in ``out``/train_state, in eval mode."""
-    state, meta = load_checkpoint(out / "train_state", map_location=device)
+    """The raw (not averaged) U-Net weights of the last checkpoint in ``out``/unet_state, in eval mode."""
+    state, meta = load_checkpoint(out / "unet_state", map_location=device)
     unet = UNet(UNetConfig(**meta["config"]))
     return load_into(unet, {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}, "U-Net").to(device).eval()
 

@@ -73,8 +73,7 @@ def reference(f: int, resolution: int, args: argparse.Namespace) -> dict:
 def run(preset: str, resolution: int, args: argparse.Namespace) -> dict:
     config = VAEConfig.from_preset(preset)
     vae = train_vae(config, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                    device=args.device, resolution=resolution, progress=not args.quiet,
-                    time_limit_s=args.time_limit)
+                    device=args.device, resolution=resolution, progress=not args.quiet)
     f = config.downsample_factor
     errors = reconstruction_error_by_size(vae, n=args.eval_n, seed=EVAL_SEED, resolution=resolution)
     row = {"preset": preset, "f": f, "resolution": resolution,
@@ -96,7 +95,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--eval-n", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--time-limit", type=float, default=None, help="seconds per run; LR decays over whichever ends first")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy CPU)")
     parser.add_argument("--quiet", action="store_true")
@@ -119,7 +117,7 @@ def main() -> None:
               f"{m['large']:>7.4f} {judge:>6} {r['steps']:>5} {r['train_time_s']:>7.1f} {r['train_cpu_s']:>7.1f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"steps": args.steps, "batch_size": args.batch_size, "eval_n": args.eval_n, "seed": args.seed,
-            "time_limit_s": args.time_limit, "device": str(args.device), "torch": torch.__version__,
+            "device": str(args.device), "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "machine": platform.machine(), "threads": torch.get_num_threads()}
     args.out.write_text(json.dumps({"settings": meta, "rows": rows}, indent=2))

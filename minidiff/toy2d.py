@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from minidiff.layers import timestep_embedding
 from minidiff.sampling import Model, sample
-from minidiff.schedule import PREDICTION_TYPES, NoiseSchedule, gather, make_schedule, q_sample, training_target
+from minidiff.schedule import PREDICTION_TYPES, NoiseSchedule, gather, make_schedule
 
 
 @dataclass
@@ -194,45 +194,38 @@ def train_toy(
     lr: float = 1e-2,
     prediction_type: str = "eps",
 ) -> tuple[MLPDenoiser, list[float]]:
-    """Train an MLPDenoiser on fresh points every step; return (model in eval mode, loss per step).
+    """Train an MLPDenoiser with the one training loop on fresh points every step; return (model in
+    eval mode, loss per step).
 
-    The loss is the simple objective of Ho et al. 2020 (eq. 14) for ``prediction_type``:
-    mean squared error between the model output and training_target. The learning rate decays
-    linearly to 0, which sharpens the modes. ``schedule`` defaults to linear, T = 1000: cosine ends at
-    alpha_bar = 2.4e-9, where an eps-prediction says almost nothing about x0 and the first sampling
-    step magnifies its error about 600-fold (Lin et al. 2024); use prediction_type="v" there.
+    The loss is the simple objective of Ho et al. 2020 (eq. 14) for ``prediction_type``; the
+    learning rate decays to 0 (cosine), which sharpens the modes. ``schedule`` defaults to linear,
+    T = 1000: cosine ends at alpha_bar = 2.4e-9, where an eps-prediction says almost nothing about x0
+    and the first sampling step magnifies its error about 600-fold (Lin et al. 2024); use
+    prediction_type="v" there.
     """
+    from minidiff.training import Stage, diffusion_loss, fit
+
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps={steps} and batch_size={batch_size} must both be >= 1")
     schedule = schedule or make_schedule("linear", 1000)
     points = _points_fn(dataset)
     torch.manual_seed(seed)  # initial weights
-    generator = torch.Generator().manual_seed(seed)
     model = MLPDenoiser(prediction_type)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / steps)
-    losses = []
+
+    def batch(step: int, rank: int) -> tuple[Tensor, Tensor, Tensor]:
+        # a clean batch, a timestep and noise per point (Ho et al. 2020, algorithm 1)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        x0 = points(batch_size, generator)  # (B, 2)
+        t = torch.randint(0, schedule.T, (batch_size,), generator=generator)  # (B,)
+        return x0, t, torch.randn(x0.shape, generator=generator)  # noise (B, 2)
+
+    def loss(net: nn.Module, b: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        return diffusion_loss(net, schedule, b[0], b[1], b[2], None, prediction_type)
+
+    stage = Stage("toy", model, loss, batch, steps, lr, batch_size, grad_clip=math.inf, min_lr_share=0.0, seed=seed)
     with _threads(TRAIN_THREADS):
-        for _ in range(steps):
-            losses.append(_diffusion_step(model, opt, points, schedule, batch_size, generator, prediction_type))
-            decay.step()
-    return model.eval(), losses
-
-
-def _diffusion_step(model: MLPDenoiser, opt: torch.optim.Optimizer, points: Callable, schedule: NoiseSchedule,
-                    batch_size: int, generator: torch.Generator, prediction_type: str) -> float:
-    """One step of Ho et al. 2020, algorithm 1; returns the loss."""
-    # 1. a clean batch, a timestep and noise per point
-    x0 = points(batch_size, generator)  # (B, 2)
-    t = torch.randint(0, schedule.T, (batch_size,), generator=generator)  # (B,)
-    noise = torch.randn(x0.shape, generator=generator)  # (B, 2)
-    # 2. noise the batch in closed form (eq. 4) and regress the target (eq. 14)
-    xt = q_sample(schedule, x0, t, noise)
-    loss = F.mse_loss(model(xt, t), training_target(schedule, x0, noise, t, prediction_type))
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    return loss.item()
+        result = fit(stage, progress=False, device=torch.device("cpu"))
+    return model.eval(), result["losses"]
 
 
 def reverse_trajectory(

@@ -62,6 +62,7 @@ class Stage:
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # gradient-norm clipping, as in Ho et al. 2020's code
     ema_decay: Optional[float] = None  # None: no EMA copy
+    min_lr_share: float = MIN_LR_SHARE  # the cosine ends at this share of lr
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -70,11 +71,11 @@ class Stage:
 
 
 def lr_at(stage: Stage, step: int) -> float:
-    """Linear warm-up, then cosine decay to MIN_LR_SHARE of the peak (Loshchilov & Hutter 2017)."""
+    """Linear warm-up, then cosine decay to ``min_lr_share`` of the peak (Loshchilov & Hutter 2017)."""
     if step < stage.warmup_steps:
         return stage.lr * (step + 1) / stage.warmup_steps
     progress = min(1.0, (step - stage.warmup_steps) / max(1, stage.steps - stage.warmup_steps))
-    return stage.lr * (MIN_LR_SHARE + (1 - MIN_LR_SHARE) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return stage.lr * (stage.min_lr_share + (1 - stage.min_lr_share) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def distributed() -> tuple[int, int]:
@@ -287,8 +288,8 @@ PRESETS: dict[str, TrainConfig] = {
     "shapes-pixel": TrainConfig(unet="cpu-pixel", latent=False, steps=3000),
     "shapes-latent-gpu": TrainConfig(unet="gpu-latent", batch_size=256, lr=3e-4, steps=20000, text_preset="gpu"),
     "shapes-pixel-gpu": TrainConfig(**_PIXEL_GPU),
-    "digits": TrainConfig(data="digits", data_options={}, resolution=16, unet="cpu-pixel", latent=False, steps=3000,
-                          text_steps=300, judge_steps=600),
+    "digits": TrainConfig(data="digits", data_options={}, resolution=16, unet="cpu-pixel", latent=False, steps=1500,
+                          warmup_steps=100, sample_every=500, text_steps=150, judge_steps=300),
     "images": TrainConfig(data="digits", data_options={}, unet="cpu-pixel", latent=False, steps=3000, text_steps=300,
                           judge_steps=600),  # any stored data set: train --data PATH picks this
     "digits-gpu": TrainConfig(data="digits", data_options={}, resolution=16, **{**_PIXEL_GPU, "steps": 5000}),

@@ -71,7 +71,7 @@ def test_train_then_sample_from_the_run(tmp_path):
     result = run("train", "--preset", "tiny", "--out", str(run_dir), "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "step=20" in result.stdout and f"--weights {run_dir}" in result.stdout
-    assert {"text_encoder.json", "vae.json", "unet.json", "train_state.json"} <= {p.name for p in run_dir.iterdir()}
+    assert {"run.json", "text_encoder.json", "vae.json", "unet.json", "unet_state.json"} <= {p.name for p in run_dir.iterdir()}
     out = tmp_path / "grid.png"
     result = run("sample", "a red circle", "--weights", str(run_dir), "--steps", "2", "--num-images", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr
