@@ -80,3 +80,33 @@ def test_a_stage_that_misses_its_bar_stops_the_run(tmp_path, capsys):
     assert not (tmp_path / "text_encoder.json").exists(), "the next stage must not start"
     code = cli.main(["train", "--data", "digits", "--out", str(tmp_path / "cli"), "--resolution", "20"])
     assert code == 2 and "--resolution 20 is not a multiple of 8" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    path = tmp_path_factory.mktemp("saved") / "ds"
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(CLASSES))})
+    datasets.Dataset.from_dict({"image": class_images(12), "label": [i % 2 for i in range(12)]},
+                               features=features).save_to_disk(str(path))
+    return path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "no/such/folder.png"], "--data 'no/such/folder.png' does not exist"),
+    (["--data", "digits", "--caption-column", "text"], "--data digits takes no column options"),
+    (["--data", "{saved}", "--label-column", "kind"], "label_column='kind' is not a column of .*['image', 'label']"),
+    (["--data", "{saved}"], "give exactly one of caption_column=None and label_column=None"),
+    (["--data", "{saved}", "--label-column", "label", "--caption-template", "a pet"], r"must contain \{label\}"),
+    (["--data", "{saved}", "--label-column", "label", "--channels", "2"], "channels=2 is not allowed"),
+    (["--data", "digits", "--resolution", "100"], "--resolution 100 is not a multiple of 8|resolution=100 is not allowed"),
+    (["--data", "{empty}"], "neither a saved data set .* nor an image folder"),
+    (["--preset", "huge"], "training preset 'huge' is not known"),
+])
+def test_bad_data_options_exit_2_with_one_line(tmp_path, capsys, saved, args, message):
+    import re
+
+    (tmp_path / "empty").mkdir()
+    argv = ["train", *[a.format(saved=saved, empty=tmp_path / "empty") for a in args], "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and re.search(message, err[0]), err
