@@ -249,6 +249,22 @@ def sample_scenes(n: int, config: ShapesConfig, generator: torch.Generator) -> l
     return scenes
 
 
+def realise(want: Scene, generator: torch.Generator) -> Scene:
+    """A complete valid scene that shows exactly what ``want`` (a parsed prompt) names; what it leaves
+    out is drawn uniformly, once for identical objects. Renders of it are the perfect "model" that the benchmark tests against."""
+    rng = random.Random(int(torch.randint(2**62, (1,), generator=generator)))
+    colours = {o.colour for o in want.objects}
+    for _ in range(MAX_TRIES):
+        background = want.background or rng.choice([b for b in BACKGROUNDS if b not in colours])
+        free = rng.sample([p for p in POSITIONS if p not in {o.position for o in want.objects}], len(want.objects))
+        fill = {o: [getattr(o, f) or rng.choice(ATTRIBUTES[f]) for f in FIELDS[:3]] for o in want.objects}
+        objects = [Object(*fill[o], o.position or free.pop()) for o in want.objects]  # identical ones stay identical
+        related = want.relation is None or relation_holds(want.relation, objects[0].position, objects[1].position)
+        if related and not _breaks_rules(objects, background, ()):
+            return Scene(background, tuple(objects))
+    raise ValueError(f"no valid scene shows {want}; objects may not fit in the image together")
+
+
 def _signed_distance(shape: str, dx: torch.Tensor, dy: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """Signed distance (negative inside; Quilez, "2D distance functions") to a shape of half-extent h
     (M, 1, 1) centred at 0, from offsets dx (M, 1, W) and dy (M, H, 1); returns (M, H, W)."""
