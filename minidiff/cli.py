@@ -128,9 +128,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Score the judge on real images and the pipeline's prompt adherence."""
-    from minidiff.metrics import evaluate_data_run_cli, evaluate_judge_cli, evaluate_pipeline_cli
+    from minidiff.metrics import evaluate_compositional_cli, evaluate_data_run_cli, evaluate_judge_cli, evaluate_pipeline_cli
     from minidiff.runs import run_config
 
+    if args.suite == "compositional":
+        evaluate_compositional_cli(args.weights, args.steps, args.guidance, args.sampler, args.device, args.json)
+        return 0
     config = run_config(args.weights) if args.weights else None
     if config is not None and config.data != "shapes":
         report = evaluate_data_run_cli(args.weights, per_label=max(1, args.prompts // 10), steps=args.steps,
@@ -223,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="judge accuracy on real images and prompt adherence of a pipeline")
     p.add_argument("--weights", default=None, help="a training run's folder (default: the shipped weights)")
     p.add_argument("--prompts", type=int, default=200, help="how many of the fixed evaluation prompts")
+    p.add_argument("--suite", default="one_object", choices=("one_object", "compositional"),
+                   help="one_object: 200 one-object prompts; compositional: GenEval's six categories")
     p.add_argument("--judge-images", type=int, default=2000)
     p.add_argument("--judge-only", action="store_true")
     p.add_argument("--steps", type=int, default=20)

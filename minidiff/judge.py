@@ -1,7 +1,8 @@
 """The judge: a small CNN that reads a shapes Scene back from an image, so adherence is exact.
 
-The judge looks at the five slots of ``data.POSITIONS``; for each slot it predicts the shape (or
-"none"), colour and size of the object there, and once per image the background. On real shapes
+The judge looks at the nine slots of ``shapes.POSITIONS``; for each slot it predicts the shape (or
+"none"), colour and size of the object there, and once per image the background; the count is the
+number of slots not judged empty, and a relation is read from the slots of the two objects. On real shapes
 images it is near-perfect (``evaluate_judge``), so on generated images its agreement with the prompt
 (``adherence``) measures the generator: an exact CLIP score. Images of any size are resized to the
 judge's own resolution first (bilinear, anti-aliased).
@@ -23,13 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
-from minidiff.shapes import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, Object, Scene, ShapesConfig, make_shapes, parse_caption, render, sample_scenes
+from minidiff.shapes import (BACKGROUNDS, COLOURS, FIELDS, POSITIONS, SHAPES, SIZES, Object, Scene, ShapesConfig, make_shapes,
+                             parse_caption, relation_holds, render, sample_scenes)
 
 WEIGHTS = Path(__file__).parent / "weights" / "judge"  # the shipped judge (.safetensors + .json)
 NONE = len(SHAPES)  # shape class meaning "this slot is empty"
 IGNORE = -100  # target for colour/size of an empty slot (F.cross_entropy's ignore_index)
 HEADS = {"shape": len(SHAPES) + 1, "colour": len(COLOURS), "size": len(SIZES)}  # classes per slot
-ATTRIBUTES = ("shape", "colour", "size", "position", "background", "count")
+ATTRIBUTES = ("shape", "colour", "size", "position", "background", "count", "relation")
 EVAL_SEED = 1_000_003  # evaluation draws its own scenes, apart from the training stream
 
 
@@ -124,7 +126,7 @@ def augment(images: torch.Tensor, config: JudgeConfig, generator: torch.Generato
 
 def train_judge(config: JudgeConfig | None = None, steps: int = 3000, batch_size: int = 128, seed: int = 0,
                 device: str = "cpu", log_every: int = 0, callback: Callable[[int, Judge], None] | None = None) -> Judge:
-    """Train a judge on a fresh stream of shapes batches (one or two objects, every combination).
+    """Train a judge on a fresh stream of shapes batches (1-4 objects, every kind and combination).
 
     Adam (Kingma & Ba 2015) with a cosine-decayed learning rate (Loshchilov & Hutter 2017);
     BatchNorm (Ioffe & Szegedy 2015) after each conv; images are augmented as ``augment`` describes.
@@ -134,7 +136,7 @@ def train_judge(config: JudgeConfig | None = None, steps: int = 3000, batch_size
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps={steps}, batch_size={batch_size}: both must be >= 1")
     dev = pick_device(device)
-    data = ShapesConfig(resolution=config.resolution, max_objects=2, p_two=0.5)
+    data = ShapesConfig(resolution=config.resolution)
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -181,27 +183,36 @@ def predict_scenes(judge: Judge, images: torch.Tensor, batch_size: int = 512) ->
 def score_scene(want: Scene, got: Scene) -> dict[str, tuple[int, int]]:
     """(correct, named) per attribute of ``want`` (a parsed prompt, maybe partial) against ``got``.
 
-    Objects are paired to maximise agreement (a prompt without positions matches any slot); a prompt
-    object with no partner gets all its named attributes wrong. Count is always named.
+    Objects are paired to maximise agreement (a prompt without positions matches any slot; a relation
+    counts as one more attribute of the pair); a prompt object with no partner gets all its named
+    attributes wrong. Count is always named: ``got`` must hold exactly as many objects as ``want``.
     """
     out = {a: (0, 0) for a in ATTRIBUTES}
     if want.background is not None:
         out["background"] = (int(got.background == want.background), 1)
     out["count"] = (int(len(got.objects) == len(want.objects)), 1)
-    fields = ("shape", "colour", "size", "position")
-    candidates = list(got.objects) + [None] * len(want.objects)
-    best: list[tuple[Object, Object | None]] = []
-    best_hits = -1
+    candidates = list(got.objects) + [None] * max(0, len(want.objects) - len(got.objects))
+    best, best_hits = [], -1
     for partners in itertools.permutations(candidates, len(want.objects)):
-        hits = sum(g is not None and getattr(g, f) == getattr(w, f) for w, g in zip(want.objects, partners) for f in fields)
+        hits = sum(g is not None and getattr(g, f) == getattr(w, f) for w, g in zip(want.objects, partners) for f in FIELDS)
+        hits += _related(want, partners)
         if hits > best_hits:
-            best, best_hits = list(zip(want.objects, partners)), hits
-    for w, g in best:
-        for f in fields:
+            best, best_hits = partners, hits
+    for w, g in zip(want.objects, best):
+        for f in FIELDS:
             if getattr(w, f) is not None:
                 c, n = out[f]
                 out[f] = (c + int(g is not None and getattr(g, f) == getattr(w, f)), n + 1)
+    if want.relation is not None:
+        out["relation"] = (int(_related(want, best)), 1)
     return out
+
+
+def _related(want: Scene, partners: Sequence[Object | None]) -> bool:
+    """Do the objects paired with want.objects[0] and [1] stand in want.relation to each other?"""
+    if want.relation is None or None in partners[:2]:
+        return False
+    return relation_holds(want.relation, partners[0].position, partners[1].position)
 
 
 def all_right(score: dict[str, tuple[int, int]]) -> bool:

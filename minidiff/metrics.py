@@ -10,17 +10,21 @@ a Frechet distance, the way FID reuses an Inception network (Heusel et al. 2017)
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
+import random
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from minidiff.shapes import ShapesConfig, caption, parse_caption, render, sample_scenes
-from minidiff.judge import Judge, adherence, evaluate_judge, load_judge
+from minidiff.shapes import (COLOURS, RELATIONS, SHAPES, SIZES, NUMBERS, Object, Scene, ShapesConfig, caption, parse_caption,
+                             realise, render, sample_scenes)
+from minidiff.judge import Judge, adherence, all_right, evaluate_judge, load_judge, predict_scenes, score_scene
 
 EVAL_PROMPTS = 200  # size of the fixed evaluation set that `python -m minidiff eval` scores
 EVAL_PROMPT_SEED = 2_000_003  # prompt generators get seeds ~2e12, far from every training and judge seed
@@ -30,6 +34,11 @@ JUDGE_TARGET = 0.99  # per-attribute accuracy the judge needs on real images (is
 GENERATE_BATCH = 50  # prompts per pipeline call: bounds memory, does not change any image
 FEATURE_BATCH = 512  # images per judge forward pass when extracting features
 MEMORISED_QUANTILE = 0.05  # a generated image nearer to the training set than 95% of real held-out ones
+CATEGORIES = ("single_object", "two_objects", "counting", "colours", "position", "attribute_binding")  # GenEval's six
+COMPOSITIONAL_SEEDS = 4  # images per prompt, as GenEval (Ghosh et al. 2023) draws them
+COMPOSITIONAL_PROMPT_SEED = 2_000_029  # fixes the position and binding prompts
+PAIRED_PROMPTS = 24  # prompts of the position and attribute_binding categories
+JUDGE_IMAGES_PER_CATEGORY = 500  # real renders per category on which the judge must score >= JUDGE_TARGET
 
 
 def eval_prompts(n: int = EVAL_PROMPTS, seed: int = EVAL_PROMPT_SEED) -> list[str]:
@@ -179,7 +188,7 @@ def evaluate_judge_cli(n: int = 2000) -> dict[str, Any]:
     real = evaluate_judge(judge, n)
     prompts = eval_prompts()
     ceiling = adherence(judge, render([parse_caption(p) for p in prompts], judge.config.resolution), prompts)
-    rows = [{"images": f"{n} real (1-2 objects)", **real}, {"images": f"{EVAL_PROMPTS} eval prompts, rendered", **ceiling}]
+    rows = [{"images": f"{n} real (1-4 objects)", **real}, {"images": f"{EVAL_PROMPTS} eval prompts, rendered", **ceiling}]
     print("judge accuracy on real shapes images")
     print(format_table(rows, ["images", *real]))
     worst = min(v for r in (real, ceiling) for k, v in r.items() if not math.isnan(v))
@@ -273,3 +282,75 @@ def evaluate_data_run_cli(weights: str | Path, per_label: int = EVAL_PROMPTS // 
         row["per_label"] = {r["label"]: r["adherence"] for r in per}
     return {"data_run": row, "settings": {"weights": str(weights), "prompts": len(prompts), "steps": steps,
                                           "sampler": sampler, "guidance_scale": guidance_scale, "seconds": round(seconds, 2)}}
+
+
+def compositional_prompts() -> dict[str, list[str]]:
+    """The fixed prompt set of the compositional benchmark, per GenEval category, in caption template 0:
+    "a circle", "a small circle" / "a circle and a square" / "three squares" / "a red circle" /
+    "a red circle to the left of a blue square" / "a red circle and a blue square" (colours must not swap)."""
+    def say(*objects: Object, relation: str | None = None) -> str:
+        return caption(Scene(None, objects, relation), 0)
+
+    rng = random.Random(COMPOSITIONAL_PROMPT_SEED)
+    pairs = [(rng.sample(SHAPES, 2), rng.sample(COLOURS, 2)) for _ in range(2 * PAIRED_PROMPTS)]
+    return {
+        "single_object": [say(Object(s, size=z)) for z in (None, *SIZES) for s in SHAPES],
+        "two_objects": [say(Object(a), Object(b)) for a, b in itertools.permutations(SHAPES, 2)],
+        "counting": [say(*[Object(s)] * n) for n in range(2, len(NUMBERS) + 1) for s in SHAPES],
+        "colours": [say(Object(s, c)) for c in COLOURS for s in SHAPES],
+        "position": [say(Object(a, x), Object(b, y), relation=RELATIONS[i % len(RELATIONS)])
+                     for i, ((a, b), (x, y)) in enumerate(pairs[:PAIRED_PROMPTS])],
+        "attribute_binding": [say(Object(a, x), Object(b, y)) for (a, b), (x, y) in pairs[PAIRED_PROMPTS:]],
+    }
+
+
+def real_renders(prompts: Sequence[str], seeds: Sequence[int], resolution: int = 32) -> Tensor:
+    """The perfect model: images (N, 3, H, W) of ``realise``d scenes, one per (prompt, seed)."""
+    gens = (torch.Generator().manual_seed(seed * PROMPT_STRIDE + i) for i, seed in enumerate(seeds))
+    return render([realise(parse_caption(p), g) for p, g in zip(prompts, gens)], resolution)
+
+
+def compositional_benchmark(make_images: Callable[[list[str], list[int]], Tensor], judge: Optional[Judge] = None,
+                            seeds: int = COMPOSITIONAL_SEEDS) -> dict[str, Any]:
+    """GenEval's protocol on shapes (Ghosh et al. 2023): ``seeds`` images per prompt of
+    ``compositional_prompts``; an image counts only when the judge finds everything its prompt names right,
+    the object count included. ``make_images(prompts, seeds)`` -> (N, 3, H, W) is the model under test.
+    Returns {"categories": {category: share of images right}, "overall": mean over the six}."""
+    judge = judge if judge is not None else load_judge()
+    scores = {}
+    for category, prompts in compositional_prompts().items():
+        asked = [p for p in prompts for _ in range(seeds)]
+        images = make_images(asked, [k for _ in prompts for k in range(seeds)])  # (N, 3, H, W)
+        _check_images(images, "make_images(...)")
+        got = predict_scenes(judge, images.float().cpu())
+        scores[category] = sum(all_right(score_scene(parse_caption(p), g)) for p, g in zip(asked, got)) / len(asked)
+    return {"categories": scores, "overall": sum(scores.values()) / len(scores)}
+
+
+def evaluate_compositional_cli(weights: Optional[str | Path] = None, steps: int = 20, guidance_scale: float = 3.0,
+                               sampler: str = "dpmpp_2m", device: str = "auto", json_path: Optional[str] = None) -> dict:
+    """``eval --suite compositional``: the judge on real renders (>= 500 per category, the ceiling), then
+    the pipeline on the benchmark; prints both as a table and writes the pipeline's result to ``json_path``."""
+    from minidiff.pipeline import load_pipeline
+
+    judge = load_judge()
+    n_prompts = {c: len(p) for c, p in compositional_prompts().items()}
+    ceiling = compositional_benchmark(real_renders, judge, seeds=math.ceil(JUDGE_IMAGES_PER_CATEGORY / min(n_prompts.values())))
+    pipe = load_pipeline(weights, device=device)
+    start = time.perf_counter()
+    result = compositional_benchmark(lambda p, s: generate(pipe, p, s, steps=steps, sampler=sampler,
+                                                           guidance_scale=guidance_scale), judge)
+    seconds = time.perf_counter() - start
+    rows = [{"category": c, "prompts": n_prompts[c], "images": n_prompts[c] * COMPOSITIONAL_SEEDS,
+             "model": result["categories"][c], "real renders": ceiling["categories"][c]} for c in CATEGORIES]
+    rows.append({"category": "overall", "model": result["overall"], "real renders": ceiling["overall"]})
+    print(f"\ncompositional benchmark of {weights or 'shipped'} ({steps} {sampler} steps, guidance {guidance_scale}, "
+          f"{seconds:.1f} s on {pipe.device}); an image counts only when everything its prompt names is right")
+    print(format_table(rows, ["category", "prompts", "images", "model", "real renders"]))
+    result["settings"] = {"weights": str(weights or "shipped"), "steps": steps, "sampler": sampler,
+                          "guidance_scale": guidance_scale, "seconds": round(seconds, 2)}
+    result["judge_real_renders"] = ceiling
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2))
+    return result

@@ -1,24 +1,31 @@
 """The procedural ``shapes`` world: scenes, their rendering, captions and the caption parser.
 
-A shapes image shows one or two flat objects on a plain background. Every object has a shape,
-colour, size and position; a position is one of five slots, and two objects never share a slot or
-touch. Captions are written from ``TEMPLATES`` wordings and ``parse_caption`` reads any of them back
-into the exact ``Scene``, which is what lets ``judge.py`` score prompt adherence exactly.
+A shapes image shows one to four flat objects on a plain background. Every object has a shape,
+colour, size and position; a position is one of nine slots (a 3x3 grid), and two objects never share
+a slot or touch. A scene is drawn as one of four kinds, which decide what its caption says:
 
-Words: captions are lowercase; a comma is glued to the word before it in the text and is a token
-of its own after ``split_words`` ("circle, top" -> circle , top). ``vocabulary()`` lists them all.
+- ``position``: one or two objects, each with its slot ("a large red circle at the top left ...");
+- ``objects``: one to four objects, no slots ("a red circle and a blue square ...");
+- ``count``: two to four identical objects ("three small green triangles ...");
+- ``relation``: two objects in one row or column ("a red circle to the left of a blue square").
 
-Geometry is in image units (the image side is 1, ``y`` grows downwards); objects are drawn as
-anti-aliased masks from signed distances, so one scene looks the same at every resolution.
+Captions of the last three kinds leave out each size, colour and background with probability
+``p_omit``. ``describe`` turns a scene into what its caption says (a partial ``Scene``), ``caption``
+writes it in one of ``TEMPLATES`` wordings and ``parse_caption`` reads any of them back exactly.
+
+Words: lowercase; a comma is a token of its own (``split_words``). ``vocabulary()`` lists them all.
+Geometry is in image units (the image side is 1, ``y`` grows downwards); objects are anti-aliased
+masks from signed distances, so one scene looks the same at every resolution.
 """
-
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
+import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -26,27 +33,33 @@ from torch.utils.data import Dataset
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
 SIZES = ("small", "large")
-POSITIONS = ("top left", "top right", "bottom left", "bottom right", "center")
+POSITIONS = ("top left", "top center", "top right", "center left", "center", "center right",
+             "bottom left", "bottom center", "bottom right")  # the 3x3 grid, row by row
 BACKGROUNDS = ("black", "white", "gray", "blue")
 ATTRIBUTES = {"shape": SHAPES, "colour": COLOURS, "size": SIZES, "position": POSITIONS, "background": BACKGROUNDS}
+FIELDS = ("shape", "colour", "size", "position")  # the attributes of one object
+RELATIONS = ("to the left of", "to the right of", "above", "below")  # objects[0] <relation> objects[1]
+NUMBERS = ("a", "two", "three", "four")  # NUMBERS[k - 1] says k objects; "an" also says one
+KINDS = ("position", "objects", "count", "relation")
+KIND_WEIGHTS = {"position": 0.4, "objects": 0.25, "count": 0.15, "relation": 0.2}  # default mix of kinds
 
 RGB = {  # colours in [0, 1]; chosen to be far apart from each other and from every background
     "red": (0.90, 0.10, 0.10), "green": (0.10, 0.75, 0.20), "blue": (0.15, 0.30, 0.95),
     "yellow": (0.95, 0.90, 0.10), "purple": (0.60, 0.20, 0.80), "orange": (1.00, 0.55, 0.00),
     "black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0), "gray": (0.5, 0.5, 0.5)}
-SLOT_CENTRES = {"top left": (0.25, 0.25), "top right": (0.75, 0.25), "bottom left": (0.25, 0.75),
-                "bottom right": (0.75, 0.75), "center": (0.5, 0.5)}  # (x, y) in image units
+GRID = (0.25, 0.5, 0.75)  # slot centres along each axis; the corners and center are the five slots of old
+SLOT_CENTRES = {p: (GRID[i % 3], GRID[i // 3]) for i, p in enumerate(POSITIONS)}  # (x, y) in image units
 HALF_EXTENT = {"small": 0.09, "large": 0.19}  # half the side of an object's bounding box
 MIN_GAP = 1 / 16  # bounding boxes of two objects stay >= 1 pixel apart at the smallest resolution
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 64
 MAX_TRIES = 1000  # rejection rounds before a config is declared impossible
-OBJECT_PHRASES = ("a {size} {colour} {shape} at the {where}", "{size} {colour} {shape}, {where}",
-                  "a {size} {colour} {shape} in the {where}", "a {size} {shape} in {colour} at the {where}",
-                  "a {size} {colour} {shape} sits at the {where}")  # one per caption template
+NO_ARTICLE, COLOUR_LAST = 1, 3  # templates whose objects read "large red circle", "a large circle in red"
+WHERE_PHRASES = ("at the {where}", ", {where}", "in the {where}", "at the {where}", "sits at the {where}")
+CORNERS = ("top left", "top right", "bottom left", "bottom right")  # template 2 says "in the top left corner"
 SCENE_PHRASES = ("{objects} on a {bg} background", "{objects}, {bg} background", "a {bg} background with {objects}",
                  "{objects}, {bg} background", "on a {bg} background, {objects}")
 TEMPLATES = len(SCENE_PHRASES)  # number of caption wordings; caption(scene, k) for k in range(TEMPLATES)
-FILLER_WORDS = ("a", "at", "the", "on", "background", "with", "in", "corner", "sits", "and", ",")
+FILLER_WORDS = ("a", "an", "at", "the", "on", "background", "with", "in", "corner", "sits", "and", ",", "to", "of")
 
 
 def _check_resolution(resolution: int) -> None:
@@ -61,7 +74,7 @@ def _check_word(kind: str, word: str | None) -> None:
 
 @dataclass(frozen=True)
 class Object:
-    """One object. A field is None only in a parsed prompt that does not name it."""
+    """One object. A field is None only in a partial scene (a prompt) that does not name it."""
 
     shape: str | None
     colour: str | None = None
@@ -69,43 +82,67 @@ class Object:
     position: str | None = None
 
     def __post_init__(self) -> None:
-        for kind in ("shape", "colour", "size", "position"):
+        for kind in FIELDS:
             _check_word(kind, getattr(self, kind))
 
 
 @dataclass(frozen=True)
 class Scene:
-    """A background and its objects, kept sorted by slot (POSITIONS order) so equal scenes compare equal."""
+    """A background and its objects, kept sorted by slot (POSITIONS order, unplaced objects last, in
+    their given order) so equal scenes compare equal. ``relation`` (partial scenes only) says
+    objects[0] <relation> objects[1]; ``kind`` records how a drawn scene is captioned (not compared)."""
 
     background: str | None
     objects: tuple[Object, ...] = ()
+    relation: str | None = None
+    kind: str | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         _check_word("background", self.background)
         order = sorted(self.objects, key=lambda o: len(POSITIONS) if o.position is None else POSITIONS.index(o.position))
         object.__setattr__(self, "objects", tuple(order))
+        placed = [o.position for o in self.objects if o.position is not None]
+        if len(set(placed)) < len(placed):
+            raise ValueError(f"two objects of {self.objects} share a position; each slot holds at most one object")
+        if self.relation is not None and (self.relation not in RELATIONS or len(self.objects) != 2 or placed):
+            raise ValueError(f"relation={self.relation!r} needs one of {RELATIONS} between exactly two objects "
+                             f"that name no position; got {self.objects}")
+        if self.kind is not None and self.kind not in KINDS:
+            raise ValueError(f"kind={self.kind!r} is not known; choose one of {KINDS}")
 
     @property
     def complete(self) -> bool:
-        """True when every attribute is named (every generated scene is complete)."""
-        return self.background is not None and all(None not in (o.shape, o.colour, o.size, o.position) for o in self.objects)
+        """True when every attribute is named (every drawn scene is complete)."""
+        return self.background is not None and all(None not in (getattr(o, f) for f in FIELDS) for o in self.objects)
+
+
+def relation_holds(relation: str, a: str, b: str) -> bool:
+    """Does an object at slot ``a`` stand in ``relation`` to one at slot ``b``? Only objects sharing a row
+    (left of / right of) or a column (above / below) are related, so at most one relation holds."""
+    (ax, ay), (bx, by) = SLOT_CENTRES[a], SLOT_CENTRES[b]
+    return {"to the left of": ay == by and ax < bx, "to the right of": ay == by and ax > bx,
+            "above": ax == bx and ay < by, "below": ax == bx and ay > by}[relation]
 
 
 @dataclass
 class ShapesConfig:
-    """How shapes scenes are drawn.
+    """How shapes scenes are drawn (the single place of world options).
 
-    holdout: combinations never generated, each a tuple of object words, e.g. ``("triangle", "purple")``
-    means "no purple triangles" (an object is excluded when it matches every word of a combination).
-    skew: ``{attribute: {value: probability}}``; listed values get that probability, the unlisted
-    values of the attribute share the rest equally (listed summing to >= 1: normalised). Scenes that
-    break a rule (colour equal to background, held-out combination, overlapping slots) are redrawn,
-    which shifts frequencies a little where a rule touches the skewed attribute.
+    max_objects: 1..4 objects per scene; p_two: share of two-object ``position`` scenes; kinds:
+    ``{kind: weight}`` (default ``KIND_WEIGHTS``; kinds needing more objects than max_objects are
+    dropped); p_omit: chance that a non-``position`` caption leaves out a size, colour or background.
+    holdout: combinations never drawn, each a tuple of object words, e.g. ``("triangle", "purple")``
+    (no purple triangles); a number word in it counts, e.g. ``("three", "square")``: no scene with
+    exactly three squares. skew: ``{attribute: {value: probability}}``; listed values get that
+    probability, unlisted ones share the rest. Scenes that break a rule (colour equal to background,
+    held-out combination, touching objects) are redrawn, which shifts frequencies a little.
     """
 
     resolution: int = 32
-    max_objects: int = 2
+    max_objects: int = 4
     p_two: float = 0.5
+    kinds: dict[str, float] | None = None
+    p_omit: float = 0.3
     holdout: tuple[tuple[str, ...], ...] = ()
     skew: dict[str, dict[str, float]] | None = None
     backgrounds: tuple[str, ...] = BACKGROUNDS
@@ -113,10 +150,14 @@ class ShapesConfig:
 
     def __post_init__(self) -> None:
         _check_resolution(self.resolution)
-        if self.max_objects not in (1, 2) or not 0.0 <= self.p_two <= 1.0:
-            raise ValueError(f"max_objects={self.max_objects!r}, p_two={self.p_two!r}: use max_objects 1 or 2 and p_two in [0, 1]")
+        if self.max_objects not in (1, 2, 3, 4) or not 0.0 <= self.p_two <= 1.0 or not 0.0 <= self.p_omit <= 1.0:
+            raise ValueError(f"max_objects={self.max_objects!r}, p_two={self.p_two!r}, p_omit={self.p_omit!r}: "
+                             "use max_objects in 1..4 and p_two, p_omit in [0, 1]")
+        kinds = KIND_WEIGHTS if self.kinds is None else self.kinds
+        if any(k not in KINDS or w < 0 for k, w in kinds.items()) or sum(kinds.values()) <= 0:
+            raise ValueError(f"kinds={self.kinds!r}: use weights >= 0 (not all 0) for kinds from {KINDS}")
         self.holdout, self.backgrounds = tuple(tuple(c) for c in self.holdout), tuple(self.backgrounds)
-        object_words = SHAPES + COLOURS + SIZES + POSITIONS
+        object_words = SHAPES + COLOURS + SIZES + POSITIONS + NUMBERS[1:]
         for word in (w for combo in self.holdout for w in combo if w not in object_words):
             raise ValueError(f"holdout word {word!r} in {self.holdout} is not an object attribute; choose from {object_words}")
         if not self.backgrounds:
@@ -128,6 +169,13 @@ class ShapesConfig:
                 raise ValueError(f"skew={self.skew!r}: use attributes from {tuple(ATTRIBUTES)} and weights >= 0")
             for value in weights:
                 _check_word(attr, value)
+        if not self.kind_weights():
+            raise ValueError(f"kinds={kinds} leaves no kind that fits max_objects={self.max_objects}")
+
+    def kind_weights(self) -> dict[str, float]:
+        """The kinds that can be drawn with max_objects objects, with their weights (> 0)."""
+        kinds = KIND_WEIGHTS if self.kinds is None else self.kinds
+        return {k: w for k, w in kinds.items() if w > 0 and (self.max_objects >= 2 or k in ("position", "objects"))}
 
     def probs(self, attr: str) -> torch.Tensor:
         """Proposal probabilities over ``ATTRIBUTES[attr]`` (before the rules redraw scenes)."""
@@ -141,52 +189,80 @@ class ShapesConfig:
         return p / p.sum()
 
 
-def _slots_compatible() -> torch.Tensor:
-    """(P, S, P, S) bool: may an object of size s1 at slot p1 share the image with size s2 at p2?"""
-    def fits(p1: str, s1: str, p2: str, s2: str) -> bool:
-        (x1, y1), (x2, y2) = SLOT_CENTRES[p1], SLOT_CENTRES[p2]
-        return p1 != p2 and max(abs(x1 - x2), abs(y1 - y2)) - HALF_EXTENT[s1] - HALF_EXTENT[s2] >= MIN_GAP  # box gap
-    table = [fits(*combo) for combo in itertools.product(POSITIONS, SIZES, POSITIONS, SIZES)]
-    return torch.tensor(table).reshape(len(POSITIONS), len(SIZES), len(POSITIONS), len(SIZES))  # (P, S, P, S)
+def fits(p1: str, s1: str, p2: str, s2: str) -> bool:
+    """May an object of size s1 at slot p1 share the image with one of size s2 at p2 (boxes >= MIN_GAP apart)?"""
+    (x1, y1), (x2, y2) = SLOT_CENTRES[p1], SLOT_CENTRES[p2]
+    return p1 != p2 and max(abs(x1 - x2), abs(y1 - y2)) - HALF_EXTENT[s1] - HALF_EXTENT[s2] >= MIN_GAP
 
 
-COMPATIBLE = _slots_compatible()
+def _breaks_rules(objects: list[Object], background: str, holdout: tuple[tuple[str, ...], ...]) -> bool:
+    if any(o.colour == background for o in objects):
+        return True
+    if not all(fits(a.position, a.size, b.position, b.size) for a, b in itertools.combinations(objects, 2)):
+        return True
+    for combo in holdout:
+        count = next((NUMBERS.index(w) + 1 for w in combo if w in NUMBERS), None)
+        matching = sum(all(w in (o.shape, o.colour, o.size, o.position) for w in combo if w not in NUMBERS) for o in objects)
+        if (matching == count) if count else matching:
+            return True
+    return False
+
+
+def _draw_objects(kind: str, n: int, draw: dict[str, Callable[[], str]], rng: random.Random) -> list[Object]:
+    """One proposal of ``n`` objects for a scene of ``kind`` (the rules are checked by the caller)."""
+    if kind == "relation":  # two slots on one row or column of the grid
+        line = rng.randrange(6)
+        slots = [3 * line + i for i in range(3)] if line < 3 else [line - 3 + 3 * i for i in range(3)]
+        places = rng.sample(slots, 2)
+    else:
+        places = rng.sample(range(len(POSITIONS)), n)
+    if kind == "count":  # identical objects: one shape, colour and size
+        same = (draw["shape"](), draw["colour"](), draw["size"]())
+        return [Object(*same, POSITIONS[p]) for p in places]
+    return [Object(draw["shape"](), draw["colour"](), draw["size"](), POSITIONS[p]) for p in places]
 
 
 def sample_scenes(n: int, config: ShapesConfig, generator: torch.Generator) -> list[Scene]:
-    """Draw ``n`` valid scenes, deterministically for a given generator state. Background and count are
-    drawn once (their frequencies are exact); object attributes are redrawn until every rule holds."""
+    """Draw ``n`` valid complete scenes, deterministically for a given generator state. Kind, background
+    and object count are drawn once per scene; the objects are redrawn until every rule holds."""
     if n < 0:
         raise ValueError(f"n={n} is negative; ask for n >= 0 scenes")
-    names = ("shape", "colour", "size", "position")
-    probs = {a: config.probs(a) for a in (*names, "background")}
-    bg_colour = torch.tensor([COLOURS.index(b) if b in COLOURS else -1 for b in BACKGROUNDS])
-    held = [[(next(a for a in names if w in ATTRIBUTES[a]), w) for w in combo] for combo in config.holdout]
-    # 1. the background and the number of objects (Bernoulli p_two)
-    draw = {"background": torch.multinomial(probs["background"], max(n, 1), True, generator=generator)[:n],
-            "two": torch.rand(n, generator=generator) < (config.p_two if config.max_objects == 2 else 0.0)}
-    draw.update({f"{a}{k}": torch.zeros(n, dtype=torch.long) for k in range(2) for a in names})
-    todo, tries = torch.arange(n), 0
-    while len(todo) and tries < MAX_TRIES:
-        tries, m = tries + 1, len(todo)
-        # 2. propose every object attribute of every unfinished scene at once
-        prop = {f"{a}{k}": torch.multinomial(probs[a], m, True, generator=generator) for k in range(2) for a in names}
-        # 3. the rules: colour differs from background, no held-out combination, slots do not clash
-        two, ok = draw["two"][todo], torch.ones(m, dtype=torch.bool)
-        for k in range(2):
-            bad = prop[f"colour{k}"] == bg_colour[draw["background"][todo]]
-            for combo in held:
-                bad |= torch.stack([prop[f"{a}{k}"] == ATTRIBUTES[a].index(w) for a, w in combo]).all(0)
-            ok &= ~(bad & two) if k else ~bad
-        ok &= ~two | COMPATIBLE[prop["position0"], prop["size0"], prop["position1"], prop["size1"]]
-        for key, value in prop.items():  # 4. keep the valid proposals, redraw the rest
-            draw[key][todo[ok]] = value[ok]
-        todo = todo[~ok]
-    if len(todo):
-        raise ValueError(f"the rules of {config} leave (almost) no valid scene; relax holdout, skew or backgrounds")
-    cols = {key: value.tolist() for key, value in draw.items()}
-    return [Scene(BACKGROUNDS[cols["background"][i]], tuple(Object(*(ATTRIBUTES[a][cols[f"{a}{k}"][i]] for a in names))
-                                                           for k in range(1 + cols["two"][i]))) for i in range(n)]
+    rng = random.Random(int(torch.randint(2**62, (1,), generator=generator)))
+    weights = {a: config.probs(a).tolist() for a in ATTRIBUTES}
+    draw = {a: (lambda a=a: rng.choices(ATTRIBUTES[a], weights[a])[0]) for a in ("shape", "colour", "size")}
+    kinds = config.kind_weights()
+    scenes = []
+    for _ in range(n):
+        # 1. the kind, the background and the number of objects
+        kind = rng.choices(list(kinds), list(kinds.values()))[0]
+        background = rng.choices(BACKGROUNDS, weights["background"])[0]
+        count = {"position": 1 + (config.max_objects >= 2 and rng.random() < config.p_two), "relation": 2,
+                 "objects": rng.randint(1, config.max_objects), "count": rng.randint(2, max(2, config.max_objects))}[kind]
+        # 2. propose objects until none breaks a rule (rejection sampling)
+        for _ in range(MAX_TRIES):
+            objects = _draw_objects(kind, count, draw, rng)
+            if not _breaks_rules(objects, background, config.holdout):
+                break
+        else:
+            raise ValueError(f"the rules of {config} leave (almost) no valid scene; relax holdout, skew or backgrounds")
+        scenes.append(Scene(background, tuple(objects), kind=kind))
+    return scenes
+
+
+def realise(want: Scene, generator: torch.Generator) -> Scene:
+    """A complete valid scene that shows exactly what ``want`` (a parsed prompt) names; what it leaves
+    out is drawn uniformly, once for identical objects. Renders of it are the perfect "model" that the benchmark tests against."""
+    rng = random.Random(int(torch.randint(2**62, (1,), generator=generator)))
+    colours = {o.colour for o in want.objects}
+    for _ in range(MAX_TRIES):
+        background = want.background or rng.choice([b for b in BACKGROUNDS if b not in colours])
+        free = rng.sample([p for p in POSITIONS if p not in {o.position for o in want.objects}], len(want.objects))
+        fill = {o: [getattr(o, f) or rng.choice(ATTRIBUTES[f]) for f in FIELDS[:3]] for o in want.objects}
+        objects = [Object(*fill[o], o.position or free.pop()) for o in want.objects]  # identical ones stay identical
+        related = want.relation is None or relation_holds(want.relation, objects[0].position, objects[1].position)
+        if related and not _breaks_rules(objects, background, ()):
+            return Scene(background, tuple(objects))
+    raise ValueError(f"no valid scene shows {want}; objects may not fit in the image together")
 
 
 def _signed_distance(shape: str, dx: torch.Tensor, dy: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -228,22 +304,64 @@ def render(scenes: Sequence[Scene], resolution: int) -> torch.Tensor:
     return img.expand(n, 3, r, r).contiguous()
 
 
+def describe(scene: Scene, p_omit: float, generator: torch.Generator) -> Scene:
+    """What a caption of ``scene`` says: a partial Scene. ``position`` scenes are named in full; the other
+    kinds name no slot and leave out each size, colour (shared by identical objects) and the background
+    with probability ``p_omit``; a ``relation`` scene says how objects[0] stands to objects[1]."""
+    kind = scene.kind or "position"
+    if kind == "position":
+        return scene
+    rng = random.Random(int(torch.randint(2**62, (1,), generator=generator)))
+    keep: dict[tuple, tuple[bool, bool]] = {}
+    for o in scene.objects:
+        keep.setdefault((o.shape, o.colour, o.size), (rng.random() >= p_omit, rng.random() >= p_omit))
+    named = [Object(o.shape, o.colour if keep[o.shape, o.colour, o.size][1] else None,
+                    o.size if keep[o.shape, o.colour, o.size][0] else None) for o in scene.objects]
+    background = scene.background if rng.random() >= p_omit else None
+    if kind == "relation":
+        order = rng.sample((0, 1), 2)
+        a, b = (scene.objects[i].position for i in order)
+        relation = next(r for r in RELATIONS if relation_holds(r, a, b))
+        return Scene(background, (named[order[0]], named[order[1]]), relation=relation)
+    named = sorted(named, key=named.index)  # identical objects side by side, groups in order of first appearance
+    return Scene(background, tuple(named))
+
+
+def _phrase(o: Object, count: int, template: int) -> str:
+    """One object (or ``count`` identical ones) in the wording of ``template``: "a large red circle at the top left"."""
+    shape = o.shape + ("s" if count > 1 else "")
+    words = [o.size, shape, "in", o.colour] if template == COLOUR_LAST else [o.size, o.colour, shape]
+    words = [w for w in words if w is not None and not (w == "in" and o.colour is None)]
+    if count > 1 or template != NO_ARTICLE:
+        words.insert(0, NUMBERS[count - 1] if count > 1 else "an" if words[0][0] in "aeiou" else "a")
+    if o.position is not None:
+        corner = template == 2 and o.position in CORNERS
+        words.append(WHERE_PHRASES[template].format(where=o.position + " corner" * corner))
+    return " ".join(words).replace(" ,", ",")
+
+
 def caption(scene: Scene, template: int) -> str:
-    """Caption ``scene`` with wording ``template`` in 0..TEMPLATES-1 (see OBJECT_PHRASES, SCENE_PHRASES),
-    e.g. 0: "a large red circle at the top left on a blue background"; objects are joined by "and"."""
+    """Caption a (partial) scene with wording ``template`` in 0..TEMPLATES-1 (see _phrase,
+    SCENE_PHRASES), e.g. 0: "a large red circle at the top left on a blue background"; objects are joined
+    by "and", identical unplaced objects become a count ("two red circles"), a relation sits between two."""
     if not (isinstance(template, int) and 0 <= template < TEMPLATES):
         raise ValueError(f"template={template!r} is not known; use an int in 0..{TEMPLATES - 1}")
-    if not scene.complete or not scene.objects:
-        raise ValueError(f"scene {scene} must name every attribute and have at least one object to be captioned")
-    phrases = [OBJECT_PHRASES[template].format(**vars(o), where=(o.position + (" corner" if template == 2 else ""))
-                                               if o.position != "center" else "center") for o in scene.objects]
-    return SCENE_PHRASES[template].format(objects=" and ".join(phrases), bg=scene.background)
+    if not scene.objects or any(o.shape is None for o in scene.objects):
+        raise ValueError(f"scene {scene} must have at least one object, each with a shape, to be captioned")
+    if scene.relation is not None:
+        objects = f" {scene.relation} ".join(_phrase(o, 1, template) for o in scene.objects)
+    else:
+        groups = [(o, len(list(g))) for o, g in itertools.groupby(scene.objects)]
+        objects = " and ".join(_phrase(o, k, template) for o, k in groups)
+    if scene.background is None:
+        return objects
+    return SCENE_PHRASES[template].format(objects=objects, bg=scene.background)
 
 
-def captions_for(scenes: Sequence[Scene], generator: torch.Generator) -> list[str]:
-    """One caption per scene, each with a template drawn uniformly from ``generator``."""
+def captions_for(scenes: Sequence[Scene], generator: torch.Generator, p_omit: float = 0.3) -> list[str]:
+    """One caption per scene: ``describe`` it, then write it with a template drawn uniformly from ``generator``."""
     templates = torch.randint(TEMPLATES, (len(scenes),), generator=generator).tolist()
-    return [caption(s, k) for s, k in zip(scenes, templates)]
+    return [caption(describe(s, p_omit, generator), k) for s, k in zip(scenes, templates)]
 
 
 def split_words(text: str) -> list[str]:
@@ -254,44 +372,68 @@ def split_words(text: str) -> list[str]:
 def vocabulary() -> list[str]:
     """Every token (see ``split_words``) that any caption can contain, sorted."""
     words = {w for values in ATTRIBUTES.values() for v in values for w in v.split()}
-    return sorted(words | set(FILLER_WORDS))
+    words |= {s + "s" for s in SHAPES} | {w for r in RELATIONS for w in r.split()}
+    return sorted(words | set(NUMBERS) | set(FILLER_WORDS))
 
 
-def _parse_object(words: list[str], text: str) -> Object | None:
+def _parse_objects(words: list[str], text: str) -> list[Object]:
+    """The object(s) one segment names: "a red circle" -> one, "three red circles" -> three identical."""
     found: dict[str, str] = {}
+    count, plural = 1, False
     for word in words:
-        kind = next((a for a in ("shape", "colour", "size", "position") if word in ATTRIBUTES[a]), None)
+        if word in NUMBERS[1:]:
+            if count > 1:
+                raise ValueError(f"{text!r} gives two numbers for one group of objects; join groups with 'and'")
+            count = NUMBERS.index(word) + 1
+            continue
+        if word.endswith("s") and word[:-1] in SHAPES:
+            word, plural = word[:-1], True
+        kind = next((a for a in FIELDS if word in ATTRIBUTES[a]), None)
         if kind in found:
             raise ValueError(f"{text!r} names two {kind}s ({found[kind]!r}, {word!r}) for one object; join objects with 'and'")
         if kind is not None:
             found[kind] = word
-    if found and "shape" not in found:
+    if (found or count > 1) and "shape" not in found:
         raise ValueError(f"{text!r} describes an object ({found}) without naming its shape; choose one of {SHAPES}")
-    return Object(**found) if found else None
+    if found and plural != (count > 1):
+        raise ValueError(f"{text!r}: say 'a {found['shape']}' for one object and a number with the plural "
+                         f"('two {found['shape']}s') for more; numbers allowed: {NUMBERS[1:]}")
+    if count > 1 and "position" in found:
+        raise ValueError(f"{text!r} puts {count} objects at one position; each slot holds at most one object")
+    return [Object(**found)] * count if found else []
 
 
 def parse_caption(text: str) -> Scene:
-    """Read a caption back into a Scene; the exact inverse of ``caption`` for every template. In free
-    prompts an attribute the text leaves out is None ("a red circle"); unknown words raise ValueError."""
+    """Read a caption back into a Scene; the exact inverse of ``caption`` for every template and kind. In
+    free prompts an attribute the text leaves out is None ("a red circle"); unknown words raise ValueError."""
     vocab, words = vocabulary(), []
     for word in split_words(text):
         if word not in vocab:
             close = difflib.get_close_matches(word, vocab, n=3)
             hint = f"; did you mean {close}?" if close else ""
             raise ValueError(f"unknown word {word!r} in prompt {text!r}{hint}; known words: {vocab}")
-        if words and f"{words[-1]} {word}" in POSITIONS:  # "top" + "left" -> "top left"
-            words[-1] = f"{words[-1]} {word}"
+        if words[-3:-1] == ["to", "the"] and word == "of" and words[-1] in ("left", "right"):
+            words[-3:] = [f"to the {words[-1]} of"]  # a relation
+        elif words and words[-1] in ("top", "center", "bottom") and f"{words[-1]} {word}" in POSITIONS:
+            words[-1] = f"{words[-1]} {word}"  # "top" + "left" -> "top left"
         else:
             words.append(word)
-    if any(word in words for word in ("top", "bottom", "left", "right")):
-        raise ValueError(f"{text!r} names half a position; use one of {POSITIONS}")
+    if any(word in words for word in ("top", "bottom", "left", "right", "to", "of")):
+        raise ValueError(f"{text!r} names half a position or relation; use one of {POSITIONS} or {RELATIONS}")
     background, i = None, words.index("background") if "background" in words else -1
     if words.count("background") > 1 or i == 0 or (i > 0 and words[i - 1] not in BACKGROUNDS):
         raise ValueError(f"{text!r} must name at most one background, as '<colour> background' with a colour in {BACKGROUNDS}")
     if i > 0:
         background, words = words[i - 1], words[: i - 1] + words[i + 1:]
-    segments = [list(g) for is_and, g in itertools.groupby(words, key=lambda w: w == "and") if not is_and]
-    return Scene(background, tuple(o for o in (_parse_object(seg, text) for seg in segments) if o is not None))
+    relations = [w for w in words if w in RELATIONS]
+    segments = [list(g) for cut, g in itertools.groupby(words, key=lambda w: w == "and" or w in RELATIONS) if not cut]
+    objects = [[o for o in _parse_objects(seg, text)] for seg in segments]
+    objects = [seg for seg in objects if seg]
+    if relations and (len(relations) > 1 or "and" in words or len(objects) != 2 or any(len(s) != 1 for s in objects)
+                      or any(s[0].position for s in objects)):
+        raise ValueError(f"{text!r}: a relation ({RELATIONS}) goes between exactly two single objects without "
+                         "positions, e.g. 'a red circle to the left of a blue square'")
+    return Scene(background, tuple(o for seg in objects for o in seg), relations[0] if relations else None)
 
 
 def make_shapes(n: int, config: ShapesConfig | None = None, seed: int | None = None) -> tuple[torch.Tensor, list[str], list[Scene]]:
@@ -299,7 +441,7 @@ def make_shapes(n: int, config: ShapesConfig | None = None, seed: int | None = N
     config = config or ShapesConfig()
     generator = torch.Generator().manual_seed(config.seed if seed is None else seed)
     scenes = sample_scenes(n, config, generator)
-    return render(scenes, config.resolution), captions_for(scenes, generator), scenes
+    return render(scenes, config.resolution), captions_for(scenes, generator, config.p_omit), scenes
 
 
 class ShapesDataset(Dataset):

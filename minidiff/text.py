@@ -388,10 +388,13 @@ def load_text_encoder(path: str | Path) -> tuple[TextEncoder, Tokenizer]:
 
 @torch.no_grad()
 def encode_prompts(encoder: TextEncoder, tokenizer: Tokenizer, prompts: list[str], device: str | torch.device | None = None) -> Tensor:
-    """Prompts -> frozen per-token embeddings ``cond`` (B, max_len, D); "" gives ``uncond``. Moves encoder to device."""
+    """Prompts -> frozen per-token embeddings ``cond`` (B, max_len, D); "" gives ``uncond``. Moves encoder to device.
+
+    Rows of <pad> tokens are zero, which is how the U-Net's cross-attention tells padding from words.
+    """
     device = next(encoder.parameters()).device if device is None else torch.device(device)
     tokens = tokenizer.encode(prompts, encoder.config.max_len).to(device)  # (B, L)
-    return encoder.to(device).eval()(tokens)  # (B, L, D)
+    return encoder.to(device).eval()(tokens) * (tokens != PAD_ID).unsqueeze(-1)  # (B, L, D)
 
 
 def train_and_save(path: str | Path = SHIPPED_WEIGHTS, config: CLIPConfig | str = "cpu", steps: int = SHIPPED_STEPS,

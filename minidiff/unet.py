@@ -39,6 +39,7 @@ class UNetConfig:
     heads: int = 4
     dropout: float = 0.0
     prediction_type: str = "eps"
+    mask_padding: bool = True  # cross-attention skips all-zero cond rows (padding; see text.encode_prompts)
 
     def __post_init__(self) -> None:
         # JSON round-trips turn tuples into lists; make them tuples again
@@ -200,11 +201,16 @@ class UNet(nn.Module):
                 cond_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Predict eps, x0 or v from ``xt`` (B, C, H, W), ``t`` (B,) and ``cond`` (B, L, D).
 
-        ``cond_mask`` (B, L) bool marks real tokens (True) against padding (False).
+        ``cond_mask`` (B, L) bool marks real tokens (True) against padding (False); by default (with
+        ``config.mask_padding``) padding is where a row of ``cond`` is all zeros, as ``encode_prompts``
+        writes it, so image queries give padding no attention. Token 0 (<bos>) is always attended.
         """
         self._check_inputs(xt, t, cond)
         if cond is not None and cond.shape[0] != xt.shape[0]:
             cond = cond.expand(xt.shape[0], -1, -1)  # (B, L, D)
+        if cond is not None and cond_mask is None and self.config.mask_padding:
+            cond_mask = cond.ne(0).any(-1)  # (B, L)
+            cond_mask[:, 0] = True
         # 1. embedding = MLP(sinusoidal(t)) + projected pooled text vector cond[:, 0]
         emb = self.time_mlp(timestep_embedding(t, self.config.base_channels))  # (B, emb_dim)
         if self.text_proj is not None:

@@ -1,15 +1,20 @@
-"""Tests for minidiff.data: scenes, rendering, captions, and the image-dataset adapters."""
+"""Tests for minidiff.shapes (scenes, rendering, captions, the parser) and the image-dataset adapters."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+from PIL import Image
 
-from minidiff.shapes import BACKGROUNDS, COMPATIBLE, HALF_EXTENT, POSITIONS, RGB, SHAPES, SIZES, TEMPLATES, Object, Scene, ShapesConfig, ShapesDataset, caption, captions_for, make_shapes, parse_caption, render, sample_scenes, split_words, vocabulary
+from minidiff.shapes import (BACKGROUNDS, HALF_EXTENT, KIND_WEIGHTS, KINDS, POSITIONS, RELATIONS, RGB, SHAPES, TEMPLATES,
+                             Object, Scene, ShapesConfig, ShapesDataset, caption, captions_for, describe, fits, make_shapes,
+                             parse_caption, realise, relation_holds, render, sample_scenes, split_words, vocabulary)
 
 
 def scenes(n: int, seed: int = 0, **kwargs) -> list[Scene]:
@@ -22,28 +27,51 @@ def value(colour: str) -> torch.Tensor:
 
 # ---- captions -------------------------------------------------------------------------------
 
-def test_caption_round_trip_every_template():
-    for s in scenes(600):
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), p_omit=st.sampled_from([0.0, 0.3, 1.0]), kind=st.sampled_from(KINDS))
+def test_caption_parse_round_trip_every_template_and_kind(seed, p_omit, kind):
+    """caption -> parse gives back exactly the described scene, for every wording and every kind."""
+    g = torch.Generator().manual_seed(seed)
+    for s in scenes(20, seed, kinds={kind: 1.0}):
+        said = describe(s, p_omit, g)
         for k in range(TEMPLATES):
-            assert parse_caption(caption(s, k)) == s
+            assert parse_caption(caption(said, k)) == said
+        if kind == "position":
+            assert said == s  # position captions name everything
+        else:
+            assert all(o.position is None for o in said.objects) and len(said.objects) == len(s.objects)
 
 
-def test_example_prompt_parses():
+def test_example_prompts_parse():
     want = Scene("blue", (Object("circle", "red", "large", "top left"),))
     assert parse_caption("a large red circle at the top left on a blue background") == want
     assert caption(want, 0) == "a large red circle at the top left on a blue background"
     assert caption(want, 1) == "large red circle, top left, blue background"
+    assert caption(want, 2) == "a blue background with a large red circle in the top left corner"
+    three = Scene(None, (Object("triangle", "green"),) * 3)
+    assert parse_caption("three green triangles") == three and caption(three, 0) == "three green triangles"
+    assert caption(three, 3) == "three triangles in green"
+    left = Scene("white", (Object("circle", "red"), Object("square", "blue")), "to the left of")
+    assert parse_caption("a red circle to the left of a blue square on a white background") == left
+    assert caption(left, 0) == "a red circle to the left of a blue square on a white background"
+    assert caption(Scene(None, (Object("circle", "orange"), Object("square"))), 0) == "an orange circle and a square"
+    two = parse_caption("a small red circle and a large blue square on a white background")
+    assert two == Scene("white", (Object("circle", "red", "small"), Object("square", "blue", "large")))
+    edge = parse_caption("a small blue diamond at the top center and a small yellow square at the center right")
+    assert [o.position for o in edge.objects] == ["top center", "center right"]
 
 
 def test_templates_are_distinct_and_vocabulary_covers_them():
-    s = scenes(50, seed=1)
     vocab = set(vocabulary())
-    for scene in s:
-        texts = {caption(scene, k) for k in range(TEMPLATES)}
+    g = torch.Generator().manual_seed(1)
+    longest = 0
+    for scene in scenes(300, seed=1):
+        said = describe(scene, 0.0, g)
+        texts = {caption(said, k) for k in range(TEMPLATES)}
         assert len(texts) == TEMPLATES >= 4
         assert all(set(split_words(t)) <= vocab for t in texts)
-    two = next(x for x in s if len(x.objects) == 2)
-    assert all(" and " in caption(two, k) for k in range(TEMPLATES))
+        longest = max(longest, *(len(split_words(t)) for t in texts))
+    assert longest <= 30  # the text encoder takes 32 tokens with <bos> and <eos>
 
 
 def test_split_words_keeps_commas_as_tokens():
@@ -51,11 +79,19 @@ def test_split_words_keeps_commas_as_tokens():
 
 
 def test_captions_for_draws_every_template_deterministically():
-    s = scenes(400)
+    s = scenes(400, kinds={"position": 1.0})
     a, b = captions_for(s, torch.Generator().manual_seed(5)), captions_for(s, torch.Generator().manual_seed(5))
     assert a == b
     used = {k for scene, text in zip(s, a) for k in range(TEMPLATES) if caption(scene, k) == text}
     assert used == set(range(TEMPLATES))
+
+
+def test_captions_leave_out_attributes_at_p_omit():
+    g = torch.Generator().manual_seed(2)
+    said = [describe(s, 0.3, g) for s in scenes(3000, seed=2, kinds={"objects": 1.0})]
+    assert abs(sum(d.background is None for d in said) / 3000 - 0.3) < 0.03
+    objects = [o for d in said for o in d.objects]
+    assert abs(sum(o.size is None for o in objects) / len(objects) - 0.3) < 0.03
 
 
 def test_partial_prompt_leaves_unnamed_attributes_none():
@@ -71,44 +107,67 @@ def test_unknown_word_is_named(text, word):
         parse_caption(text)
 
 
-@pytest.mark.parametrize("text", ["a red blue circle", "a red at the top left", "a circle at the top", "red background"])
-def test_malformed_prompt_raises(text):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("text, says", [
+    ("a red blue circle", "two colours"), ("a red at the top left", "shape"), ("a circle at the top", "half"),
+    ("red background", "background"), ("two circle", "plural"), ("circles", "plural"), ("two three circles", "numbers"),
+    ("two circles at the center", "one position"), ("a circle to the left of", "relation"),
+    ("a circle to the left of a square and a diamond", "relation"), ("a circle above a square below a diamond", "relation"),
+    ("a circle at the top left to the left of a square", "relation"), ("a circle to the left a square", "half"),
+    ("a circle at the center and a square at the center", "share a position")])
+def test_malformed_prompt_raises(text, says):
+    with pytest.raises(ValueError, match=says):
         parse_caption(text)
 
 
 # ---- sampling -------------------------------------------------------------------------------
 
-def test_rules_hold():
-    for s in scenes(3000, seed=2):
-        assert 1 <= len(s.objects) <= 2
-        assert all(o.colour != s.background for o in s.objects)
-        if len(s.objects) == 2:
+def test_rules_hold_for_every_kind():
+    for s in scenes(4000, seed=2):
+        n = len(s.objects)
+        assert 1 <= n <= 4 and all(o.colour != s.background for o in s.objects) and s.complete
+        assert len({o.position for o in s.objects}) == n
+        assert all(fits(a.position, a.size, b.position, b.size) for a, b in itertools.combinations(s.objects, 2))
+        if s.kind == "position":
+            assert n <= 2
+        if s.kind == "count":
+            assert n >= 2 and len({(o.shape, o.colour, o.size) for o in s.objects}) == 1
+        if s.kind == "relation":
             a, b = s.objects
-            assert COMPATIBLE[POSITIONS.index(a.position), SIZES.index(a.size), POSITIONS.index(b.position), SIZES.index(b.size)]
+            assert n == 2 and sum(relation_holds(r, a.position, b.position) for r in RELATIONS) == 1
+
+
+def test_relation_geometry_hand_cases():
+    assert relation_holds("to the left of", "top left", "top right") and relation_holds("above", "top center", "center")
+    assert relation_holds("below", "bottom right", "top right") and relation_holds("to the right of", "center", "center left")
+    assert not relation_holds("to the left of", "top left", "bottom right")  # diagonal: no relation
+    assert not relation_holds("above", "center", "center")
 
 
 @pytest.mark.parametrize("resolution, margin", [(16, 0), (32, 1)])
 def test_objects_never_overlap(resolution, margin):
     """No pixel is shared at 16 px; at 32 px a clean background pixel always separates two objects."""
-    two = [s for s in scenes(600, seed=3) if len(s.objects) == 2]
-    bg = render([Scene(s.background, ()) for s in two], resolution)  # (N, 3, H, W)
-    masks = [(render([Scene(s.background, (s.objects[k],)) for s in two], resolution) - bg).abs().sum(1) > 0
-             for k in range(2)]  # (N, H, W) each
-    grown = F.max_pool2d(masks[0].float().unsqueeze(1), 2 * margin + 1, stride=1, padding=margin).squeeze(1)
-    assert (grown * masks[1]).sum() == 0
+    crowded = [s for s in scenes(600, seed=3) if len(s.objects) >= 2]
+    for a, b in itertools.combinations(range(4), 2):
+        pairs = [s for s in crowded if len(s.objects) > b]
+        bg = render([Scene(s.background, ()) for s in pairs], resolution)  # (N, 3, H, W)
+        masks = [(render([Scene(s.background, (s.objects[k],)) for s in pairs], resolution) - bg).abs().sum(1) > 0
+                 for k in (a, b)]  # (N, H, W) each
+        grown = F.max_pool2d(masks[0].float().unsqueeze(1), 2 * margin + 1, stride=1, padding=margin).squeeze(1)
+        assert (grown * masks[1]).sum() == 0
 
 
 def test_holdout_never_appears():
-    s = scenes(5000, seed=4, holdout=(("triangle", "purple"), ("large", "center")))
+    s = scenes(5000, seed=4, holdout=(("triangle", "purple"), ("large", "center"), ("three", "square")))
     objects = [o for x in s for o in x.objects]
     assert not any(o.shape == "triangle" and o.colour == "purple" for o in objects)
     assert not any(o.size == "large" and o.position == "center" for o in objects)
     assert any(o.shape == "triangle" for o in objects) and any(o.colour == "purple" for o in objects)
+    squares = Counter(sum(o.shape == "square" for o in x.objects) for x in s)
+    assert squares[3] == 0 and squares[2] > 100 and squares[4] > 10
 
 
 def test_skew_sets_frequencies():
-    s = scenes(6000, seed=5, skew={"shape": {"circle": 0.7}})
+    s = scenes(6000, seed=5, skew={"shape": {"circle": 0.7}}, kinds={"position": 1.0})
     shapes = Counter(o.shape for x in s for o in x.objects)
     total = sum(shapes.values())
     assert abs(shapes["circle"] / total - 0.7) < 0.03  # binomial sd ~0.005
@@ -119,12 +178,37 @@ def test_skew_sets_frequencies():
     assert set(x.background for x in s) == {"black", "white"}
 
 
-def test_count_and_background_frequencies():
+def test_kind_count_and_background_frequencies():
     s = scenes(6000, seed=7, p_two=0.3)
-    assert abs(sum(len(x.objects) == 2 for x in s) / 6000 - 0.3) < 0.03
+    kinds = Counter(x.kind for x in s)
+    assert all(abs(kinds[k] / 6000 - w) < 0.03 for k, w in KIND_WEIGHTS.items())
+    placed = [x for x in s if x.kind == "position"]
+    assert abs(sum(len(x.objects) == 2 for x in placed) / len(placed) - 0.3) < 0.04
+    counts = Counter(len(x.objects) for x in s if x.kind == "count")
+    assert set(counts) == {2, 3, 4} and min(counts.values()) > 250
     bgs = Counter(x.background for x in s)
     assert all(abs(bgs[b] / 6000 - 1 / len(BACKGROUNDS)) < 0.03 for b in BACKGROUNDS)
-    assert all(len(x.objects) == 1 for x in scenes(300, max_objects=1))
+    one = scenes(300, max_objects=1)
+    assert all(len(x.objects) == 1 for x in one) and {x.kind for x in one} == {"position", "objects"}
+
+
+def test_realise_shows_exactly_the_prompt():
+    g = torch.Generator().manual_seed(8)
+    for text in ("three green triangles", "a red circle to the left of a blue square", "a circle below a square",
+                 "a small circle and a large square on a gray background", "four small diamonds",
+                 "a large red circle at the top left on a blue background"):
+        want = parse_caption(text)
+        for _ in range(20):
+            got = realise(want, g)
+            assert got.complete and len(got.objects) == len(want.objects)
+            assert want.background in (None, got.background) and all(o.colour != got.background for o in got.objects)
+            if want.relation:
+                by_shape = {o.shape: o.position for o in got.objects}
+                assert relation_holds(want.relation, *(by_shape[o.shape] for o in want.objects))
+            assert all(any(all(getattr(w, f) in (None, getattr(o, f)) for f in ("shape", "colour", "size", "position"))
+                           for o in got.objects) for w in want.objects)
+    with pytest.raises(ValueError, match="no valid scene"):
+        realise(parse_caption("a large circle at the top left and a large square at the top center"), g)
 
 
 def test_determinism_by_seed():
@@ -149,10 +233,11 @@ def test_render_hand_computed_pixels():
     assert torch.allclose(img[:, 16, 18], want, atol=1e-5)
     assert torch.allclose(img[:, 16, 19], value("white"))
     assert HALF_EXTENT["small"] * 32 == pytest.approx(2.88)
+    edge = render([Scene("white", (Object("square", "green", "small", "center right"),))], 32)[0]
+    assert torch.allclose(edge[:, 16, 24], value("green")) and torch.allclose(edge[:, 16, 16], value("white"))
 
 
 def test_render_shapes_symmetries_and_range():
-    s = [Scene("black", (Object(shape, "yellow", "large", "top left"),)) for shape in SHAPES]
     s = [Scene("gray", (Object(shape, "orange", "small", "center"),)) for shape in SHAPES]
     img = render(s, 48)  # (4, 3, 48, 48)
     assert img.shape == (4, 3, 48, 48) and img.dtype == torch.float32
@@ -172,13 +257,15 @@ def test_render_is_fast():
 
 
 def test_shapes_dataset():
-    ds = ShapesDataset(10, ShapesConfig(resolution=16), seed=1)
+    ds = ShapesDataset(10, ShapesConfig(resolution=16, kinds={"position": 1.0}), seed=1)
     image, text = ds[3]
     assert len(ds) == 10 and image.shape == (3, 16, 16) and parse_caption(text) == ds.scenes[3]
 
 
 @pytest.mark.parametrize("kwargs, name", [({"resolution": 8}, "resolution"), ({"resolution": 100}, "resolution"),
-                                          ({"max_objects": 3}, "max_objects"), ({"p_two": 1.5}, "p_two"),
+                                          ({"max_objects": 5}, "max_objects"), ({"p_two": 1.5}, "p_two"),
+                                          ({"p_omit": -0.1}, "p_omit"), ({"kinds": {"pairs": 1.0}}, "kinds"),
+                                          ({"kinds": {"count": 1.0}, "max_objects": 1}, "max_objects=1"),
                                           ({"holdout": (("triangle", "pink"),)}, "holdout"),
                                           ({"skew": {"texture": {"red": 1.0}}}, "skew"),
                                           ({"skew": {"colour": {"pink": 1.0}}}, "colour"),
@@ -202,6 +289,10 @@ def test_bad_calls_name_parameter():
         scenes(10, holdout=tuple((shape,) for shape in SHAPES))
     with pytest.raises(ValueError, match="every attribute"):
         render([Scene("blue", (Object("circle"),))], 32)
+    with pytest.raises(ValueError, match="relation"):
+        Scene(None, (Object("circle"),), "above")
+    with pytest.raises(ValueError, match="kind"):
+        Scene(None, (), kind="pairs")
 
 
 # ---- image-dataset adapters -----------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -9,11 +10,11 @@ import shutil
 import pytest
 import torch
 
-from minidiff.shapes import Object, Scene, make_shapes, render
-from minidiff.judge import (PRESETS, WEIGHTS, Judge, JudgeConfig, adherence, augment, evaluate_judge, load_judge,
+from minidiff.shapes import Object, Scene, make_shapes, parse_caption, render
+from minidiff.judge import (PRESETS, WEIGHTS, Judge, JudgeConfig, adherence, all_right, augment, evaluate_judge, load_judge,
                             judge_loss, predict_scenes, save_judge, scene_targets, score_scene, train_judge)
 
-ATTRIBUTES = ("shape", "colour", "size", "position", "background", "count", "all")
+ATTRIBUTES = ("shape", "colour", "size", "position", "background", "count", "relation", "all")
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def judge() -> Judge:
 
 @pytest.fixture(scope="module")
 def real():
-    return make_shapes(400, seed=77)  # images (N, 3, 32, 32), captions, scenes; not the training stream
+    return make_shapes(400, seed=77)  # images (N, 3, 32, 32), captions, scenes of 1-4 objects; not the training stream
 
 
 def test_shipped_weights_are_small_and_describe_themselves():
@@ -68,7 +69,7 @@ def test_adherence_scores_only_what_the_prompt_names(judge):
     image = render([scene] * 2, 32)  # (2, 3, 32, 32)
     got = adherence(judge, image, ["a red circle", "a green circle on a blue background"])
     assert got["shape"] == 1.0 and got["colour"] == 0.5 and got["background"] == 1.0 and got["all"] == 0.5
-    assert math.isnan(got["size"]) and math.isnan(got["position"])
+    assert math.isnan(got["size"]) and math.isnan(got["position"]) and math.isnan(got["relation"])
 
 
 def test_score_scene_hand_cases():
@@ -84,11 +85,30 @@ def test_score_scene_hand_cases():
     assert score_scene(want, swapped)["position"] == (0, 2)
 
 
+def test_score_scene_counts_and_relations():
+    def at(*places: str, shape: str = "triangle") -> Scene:
+        return Scene("white", tuple(Object(shape, "green", "small", p) for p in places))
+    three = parse_caption("three green triangles")
+    assert all_right(score_scene(three, at("top left", "center", "bottom right")))
+    assert score_scene(three, at("top left", "center"))["count"] == (0, 1)
+    assert not all_right(score_scene(three, at("top left", "center", "bottom right", "top right")))
+    left = parse_caption("a red circle to the left of a blue square")
+    red, blue = Object("circle", "red", "small", "center left"), Object("square", "blue", "large", "center right")
+    assert all_right(score_scene(left, Scene("black", (red, blue))))
+    flipped = Scene("black", (dataclasses.replace(red, position="center right"), dataclasses.replace(blue, position="center left")))
+    assert score_scene(left, flipped)["relation"] == (0, 1) and score_scene(left, flipped)["shape"] == (2, 2)
+    diagonal = Scene("black", (red, dataclasses.replace(blue, position="bottom right")))
+    assert score_scene(left, diagonal)["relation"] == (0, 1)
+    binding = parse_caption("a red circle and a blue square")
+    swapped = Scene("black", (dataclasses.replace(red, colour="blue"), dataclasses.replace(blue, colour="red")))
+    assert score_scene(binding, swapped)["colour"] == (0, 2) and not all_right(score_scene(binding, swapped))
+
+
 def test_scene_targets():
     s = Scene("gray", (Object("triangle", "orange", "small", "center"),))
     t = scene_targets([s])
-    assert t["shape"].tolist() == [[4, 4, 4, 4, 2]] and t["colour"].tolist() == [[-100] * 4 + [5]]
-    assert t["size"].tolist() == [[-100] * 4 + [0]] and t["background"].tolist() == [2]
+    assert t["shape"].tolist() == [[4] * 4 + [2] + [4] * 4] and t["colour"].tolist() == [[-100] * 4 + [5] + [-100] * 4]
+    assert t["size"].tolist() == [[-100] * 4 + [0] + [-100] * 4] and t["background"].tolist() == [2]
 
 
 def test_training_is_deterministic_and_learns():
@@ -99,7 +119,7 @@ def test_training_is_deterministic_and_learns():
     trained = train_judge(config, steps=25, batch_size=32, seed=1)
     with torch.no_grad():
         before, after = (judge_loss(j(images), scene_targets(scenes)).item() for j in (a, trained))
-    assert after < before - 0.5  # summed cross-entropy of 16 heads, ~5.5 at the start
+    assert after < before - 0.5  # summed cross-entropy of 28 heads, ~5.5 at the start
 
 
 def test_augment_keeps_shape_and_is_seeded():

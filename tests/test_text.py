@@ -158,6 +158,7 @@ def test_shipped_weights_are_small_and_encode_prompts(shipped):
     cond = encode_prompts(encoder, tokenizer, ["a small red circle at the center", ""], "cpu")
     assert cond.shape == (2, encoder.config.max_len, encoder.config.dim)
     assert not cond.requires_grad and torch.isfinite(cond).all()
+    assert (cond[0, 9:] == 0).all() and (cond[1, 2:] == 0).all() and (cond[:, :2] != 0).any(-1).all()  # pad rows are 0
 
 
 def test_shipped_weights_retrieve_held_out_scenes(shipped):

@@ -178,6 +178,24 @@ def test_masked_tokens_do_not_change_the_output():
     torch.testing.assert_close(model(xt, t, cond2, cond_mask=mask), model(xt, t, cond, cond_mask=mask))
 
 
+def test_all_zero_cond_rows_are_padding_by_default():
+    """Rows that encode_prompts zeroes (padding) get no attention: the output equals that of the cond cut
+    to its real tokens; with mask_padding=False they draw attention like any token."""
+    model = randomise_output(make())
+    xt, t, cond = inputs()
+    cond[:, 3:] = 0  # (2, 5, 8): tokens 3, 4 are padding
+    with model.record_attention() as records:
+        out = model(xt, t, cond)
+    assert all(torch.all(w[..., 3:] == 0) for _, w in records)
+    torch.testing.assert_close(out, model(xt, t, cond[:, :3]))
+    unmasked = randomise_output(make(mask_padding=False))
+    with unmasked.record_attention() as records:
+        unmasked(xt, t, cond)
+    assert all(w[..., 3:].sum(-1).min() > 0.1 for _, w in records)  # 2 of 5 keys, all equal to 0: ~40%
+    zeros = torch.zeros_like(cond)  # no real token at all: <bos> (token 0) is still attended, no NaN
+    assert torch.isfinite(model(xt, t, zeros)).all()
+
+
 @pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
 def test_prediction_type_attribute(prediction_type):
     assert make(prediction_type=prediction_type).prediction_type == prediction_type

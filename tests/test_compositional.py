@@ -1,0 +1,109 @@
+"""Tests for the compositional benchmark (GenEval's six categories on shapes) and its CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from minidiff.cli import main
+from minidiff.judge import load_judge
+from minidiff.metrics import (CATEGORIES, COMPOSITIONAL_SEEDS, compositional_benchmark, compositional_prompts,
+                              real_renders)
+from minidiff.shapes import RELATIONS, Scene, parse_caption, realise, render
+
+
+@pytest.fixture(scope="module")
+def judge():
+    return load_judge()
+
+
+def test_prompts_cover_the_six_categories_and_parse():
+    prompts = compositional_prompts()
+    assert tuple(prompts) == CATEGORIES and prompts == compositional_prompts()
+    parsed = {c: [parse_caption(p) for p in ps] for c, ps in prompts.items()}
+    assert all(len(s.objects) == 1 for c in ("single_object", "colours") for s in parsed[c])
+    assert all(len(s.objects) == 2 and s.relation is None for c in ("two_objects", "attribute_binding") for s in parsed[c])
+    assert {len(s.objects) for s in parsed["counting"]} == {2, 3, 4}
+    assert all(len(set(s.objects)) == 1 for s in parsed["counting"])
+    assert {s.relation for s in parsed["position"]} == set(RELATIONS)
+    assert all(a.colour != b.colour and a.shape != b.shape for a, b in (s.objects for s in parsed["attribute_binding"]))
+    assert all(s.background is None and all(o.position is None for o in s.objects) for ss in parsed.values() for s in ss)
+    assert len({p for ps in prompts.values() for p in ps}) == sum(len(ps) for ps in prompts.values())  # no repeats
+
+
+def test_judge_scores_real_renders_of_every_category_at_least_099(judge):
+    """The ceiling: the perfect model, >= 500 real images per category (42 seeds of >= 12 prompts)."""
+    result = compositional_benchmark(real_renders, judge, seeds=42)
+    assert set(result["categories"]) == set(CATEGORIES)
+    assert all(v >= 0.99 for v in result["categories"].values()), result
+    assert result["overall"] == pytest.approx(sum(result["categories"].values()) / 6)
+
+
+def _swap_colours(scene: Scene) -> Scene:
+    a, b = scene.objects
+    return Scene(scene.background, (dataclasses.replace(a, colour=b.colour), dataclasses.replace(b, colour=a.colour)))
+
+
+def _wrong_model(change):
+    """A "model" that draws a realised scene of each prompt, then breaks it with ``change``."""
+    def make_images(prompts, seeds):
+        gens = [torch.Generator().manual_seed(1000 * s + i) for i, s in enumerate(seeds)]
+        return render([change(realise(parse_caption(p), g)) for p, g in zip(prompts, gens)], 32)
+    return make_images
+
+
+def test_swapped_colours_fail_binding(judge):
+    def swap(scene: Scene) -> Scene:
+        two_colours = len(scene.objects) == 2 and scene.objects[0].colour != scene.objects[1].colour
+        return _swap_colours(scene) if two_colours else scene
+    result = compositional_benchmark(_wrong_model(swap), judge)["categories"]
+    assert result["attribute_binding"] == 0.0  # every binding prompt names two different colours
+    assert result["single_object"] >= 0.99 and result["colours"] >= 0.99 and result["counting"] >= 0.99
+
+
+def test_one_object_too_many_or_too_few_fails_everything_but_what_it_keeps(judge):
+    result = compositional_benchmark(_wrong_model(lambda s: Scene(s.background, s.objects[:1])), judge)["categories"]
+    assert result["counting"] == 0.0 and result["two_objects"] == 0.0 and result["position"] == 0.0
+    assert result["single_object"] >= 0.99
+    blank = compositional_benchmark(lambda p, s: torch.zeros(len(p), 3, 32, 32), judge)
+    assert blank["overall"] == 0.0
+
+
+def test_mirrored_relations_fail_position(judge):
+    mirror = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
+
+    def flip(scene: Scene) -> Scene:
+        objects = tuple(dataclasses.replace(o, position=" ".join(mirror.get(w, w) for w in o.position.split()))
+                        for o in scene.objects)
+        return Scene(scene.background, objects)
+    result = compositional_benchmark(_wrong_model(flip), judge)["categories"]
+    assert result["position"] == 0.0 and result["two_objects"] >= 0.99
+
+
+def test_bad_model_output_is_named(judge):
+    with pytest.raises(ValueError, match="make_images"):
+        compositional_benchmark(lambda p, s: torch.zeros(len(p), 1, 32, 32), judge)
+
+
+class PerfectPipeline:
+    """Stands in for a Pipeline: draws real renders of each prompt."""
+
+    device = torch.device("cpu")
+
+    def __call__(self, prompts, seeds, **kwargs):
+        return real_renders(prompts, seeds)
+
+
+def test_cli_prints_the_table_and_writes_json(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("minidiff.pipeline.load_pipeline", lambda weights, device="auto": PerfectPipeline())
+    path = tmp_path / "r.json"
+    assert main(["eval", "--suite", "compositional", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert tuple(report["categories"]) == CATEGORIES
+    assert report["overall"] == pytest.approx(sum(report["categories"].values()) / 6) and report["overall"] >= 0.99
+    out = capsys.readouterr().out
+    assert all(c in out for c in CATEGORIES) and "overall" in out
+    assert f"{12 * COMPOSITIONAL_SEEDS}" in out
