@@ -10,9 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
-from PIL import Image
 
-from minidiff.shapes import (BACKGROUNDS, HALF_EXTENT, KIND_WEIGHTS, KINDS, POSITIONS, RELATIONS, RGB, SHAPES, TEMPLATES,
+from minidiff.shapes import (BACKGROUNDS, HALF_EXTENT, KIND_WEIGHTS, KINDS, RELATIONS, RGB, SHAPES, TEMPLATES,
                              Object, Scene, ShapesConfig, ShapesDataset, caption, captions_for, describe, fits, make_shapes,
                              parse_caption, realise, relation_holds, render, sample_scenes, split_words, vocabulary)
 
