@@ -118,7 +118,7 @@ def step_speed(config: TrainConfig, text_encoder: TextEncoder, tokenizer: Tokeni
         t0 = time.perf_counter()
         x0, cond, t, noise = make_batch(config, step, 0, text_encoder, tokenizer, vae, dev)  # (B, C, h, w), (B, L, D), (B,), like x0
         t1 = time.perf_counter()
-        loss = F.mse_loss(unet(q_sample(schedule, x0, t, noise), t, cond), training_target(schedule, x0, noise, t, config.prediction_type))
+        loss = F.mse_loss(unet(q_sample(schedule, x0, t, noise), t, cond), training_target(schedule, x0, t, noise, config.prediction_type))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), config.grad_clip)

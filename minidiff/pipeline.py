@@ -9,23 +9,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from minidiff.checkpoint import load_checkpoint, load_into, pick_device, sha256
-from minidiff.guidance import cfg
-from minidiff.sampling import SAMPLERS, make_timesteps, sample
-from minidiff.schedule import NoiseSchedule, make_schedule, q_sample
+from minidiff.guidance import cfg_combine
+from minidiff.sampling import Callback, make_step, make_timesteps
+from minidiff.schedule import NoiseSchedule, make_schedule, predict_eps, predict_x0, q_sample
 from minidiff.text import TextEncoder, Tokenizer, encode_prompts, load_text_encoder
 from minidiff.unet import UNet, UNetConfig
 from minidiff.vae import VAE, from_latent, load_vae, to_latent
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-MANIFEST = WEIGHTS_DIR / "manifest.json"
-
-StepCallback = Callable[[int, int, Tensor, Tensor, Tensor], None]
 
 
 @dataclass
@@ -81,19 +78,17 @@ class Pipeline:
         strength: float = 0.6,
         eta: float = 0.0,
         spacing: str = "trailing",
-        callback: Optional[StepCallback] = None,
+        callback: Optional[Callback] = None,
     ) -> Tensor:
         """Generate one image per prompt: returns (B, 3, H, W) in [-1, 1].
 
         ``seeds``: one per image (an int s gives s, s+1, ...). ``init_images`` (B, 3, H, W) turns this
         into image-to-image: they are noised to ``strength`` of the way and denoised from there.
-        ``callback(i, t, xt, x0_pixels, eps)`` sees every step, with the predicted x0 decoded to pixels.
+        ``callback(i, t, xt, x0_pred, eps_pred)`` sees every step, with x0_pred decoded to pixels.
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("prompts is empty; pass at least one prompt (use \"\" for an unconditional image)")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler={sampler!r} is not known; choose one of {SAMPLERS}")
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale={guidance_scale} is not allowed; it must be >= 0")
         seeds = list(range(seeds, seeds + len(prompts))) if isinstance(seeds, int) else list(seeds)
@@ -105,8 +100,7 @@ class Pipeline:
         channels = self.unet.config.in_channels
         # 1. prompt -> tokens -> per-token embeddings; the negative prompt is the "unconditional" branch
         cond = self.encode(prompts)  # (B, L, D)
-        uncond = self.encode([negative_prompt])  # (1, L, D)
-        model = cfg(self.unet, guidance_scale, uncond)
+        uncond = self.encode([negative_prompt]).expand_as(cond)  # (B, L, D)
         # 2. one generator per image, so each image depends on its own seed only
         generators = [torch.Generator(self.device).manual_seed(s) for s in seeds]
         noise = torch.stack([torch.randn(channels, height // f, width // f, generator=g, device=self.device)
@@ -123,15 +117,28 @@ class Pipeline:
                 raise ValueError(f"init_images give latents of shape {tuple(z0.shape)}; expected {tuple(noise.shape)}")
             timesteps = timesteps[steps - max(1, round(steps * strength)):]
             x = q_sample(self.schedule, z0, timesteps[:1].expand(len(prompts)).to(self.device), noise)
-        # 4. the denoising loop: at every step predict the noise, guide it, take one sampler step
-        on_step = None
-        if callback is not None:
-            def on_step(i: int, t: int, xt: Tensor, x0: Tensor, eps: Tensor) -> None:
-                callback(i, t, xt, self.decode(x0), eps)
-        x0 = sample(model, x, self.schedule, steps, sampler, cond=cond, generator=generators, eta=eta,
-                    spacing=spacing, callback=on_step, timesteps=timesteps)
+
+        def denoise(xt: Tensor, t: int) -> tuple[Tensor, Tensor]:
+            """The guided U-Net at timestep t: (x0_pred, eps_pred), each (B, C, h, w)."""
+            t_batch = torch.full((len(xt),), t, dtype=torch.long, device=self.device)  # (B,)
+            if guidance_scale == 1.0:  # the conditional prediction alone
+                pred = self.unet(xt, t_batch, cond)  # (B, C, h, w)
+            else:  # both branches in one batch, then guide (Ho & Salimans 2022, eq. 6)
+                both = self.unet(torch.cat([xt, xt]), torch.cat([t_batch, t_batch]), torch.cat([uncond, cond]))
+                pred = cfg_combine(*both.chunk(2), guidance_scale)  # (B, C, h, w)
+            return (predict_x0(self.schedule, pred, xt, t_batch, self.unet.prediction_type),
+                    predict_eps(self.schedule, pred, xt, t_batch, self.unet.prediction_type))
+
+        # 4. the denoising loop: predict and guide, show, step to the next timestep
+        step = make_step(self.schedule, sampler, denoise, generators, eta)
+        ts = timesteps.tolist()
+        for i, (t, t_prev) in enumerate(zip(ts, ts[1:] + [-1])):
+            x0_pred, eps_pred = denoise(x, t)
+            if callback is not None:
+                callback(i, t, x, self.decode(x0_pred), eps_pred)
+            x = step(x, x0_pred, eps_pred, t, t_prev)
         # 5. decode the final latent to pixels
-        return self.decode(x0)
+        return self.decode(x)
 
 
 def verify_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict:

@@ -45,8 +45,7 @@ class NoiseSchedule:
 
     @property
     def sigma(self) -> Tensor:
-        ab = self.alpha_bar
-        return torch.sqrt((1.0 - ab) / ab)
+        return sigma_from_alpha_bar(self.alpha_bar)
 
     @property
     def snr(self) -> Tensor:
@@ -55,7 +54,18 @@ class NoiseSchedule:
 
     @property
     def log_snr(self) -> Tensor:
-        return torch.log(self.snr)
+        return log_snr_from_alpha_bar(self.alpha_bar)
+
+
+def sigma_from_alpha_bar(alpha_bar: Tensor | float) -> Tensor | float:
+    """sigma = sqrt((1 - alpha_bar) / alpha_bar), the variance-exploding noise level (Karras et al. 2022)."""
+    return ((1 - alpha_bar) / alpha_bar) ** 0.5
+
+
+def log_snr_from_alpha_bar(alpha_bar: Tensor | float) -> Tensor | float:
+    """log(alpha_bar / (1 - alpha_bar)) (Kingma et al. 2021); alpha_bar must lie in (0, 1)."""
+    snr = alpha_bar / (1 - alpha_bar)
+    return torch.log(snr) if isinstance(snr, Tensor) else math.log(snr)
 
 
 def _alpha_bar_to_betas(alpha_bar_fn, T: int) -> Tensor:
@@ -173,8 +183,8 @@ def predict_eps(schedule: NoiseSchedule, pred: Tensor, xt: Tensor, t: Tensor, pr
     return (xt - ab.sqrt() * pred) / (1 - ab).sqrt()
 
 
-def velocity(schedule: NoiseSchedule, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-    """v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022, sec. 4)."""
+def velocity(schedule: NoiseSchedule, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+    """v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022, sec. 4); x0, noise (B, ...), t (B,)."""
     ab = gather(schedule.alpha_bar, t, x0)
     return ab.sqrt() * noise - (1 - ab).sqrt() * x0
 
@@ -185,11 +195,11 @@ def score_from_eps(schedule: NoiseSchedule, eps: Tensor, t: Tensor) -> Tensor:
     return -eps / (1 - ab).sqrt()
 
 
-def training_target(schedule: NoiseSchedule, x0: Tensor, noise: Tensor, t: Tensor, prediction_type: str) -> Tensor:
-    """What a model of ``prediction_type`` should output for x_t = q_sample(x0, t, noise)."""
+def training_target(schedule: NoiseSchedule, x0: Tensor, t: Tensor, noise: Tensor, prediction_type: str) -> Tensor:
+    """What a model of ``prediction_type`` should output (B, ...) for x_t = q_sample(schedule, x0, t, noise)."""
     _check_type(prediction_type)
     if prediction_type == "eps":
         return noise
     if prediction_type == "x0":
         return x0
-    return velocity(schedule, x0, noise, t)
+    return velocity(schedule, x0, t, noise)

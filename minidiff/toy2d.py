@@ -228,7 +228,7 @@ def _diffusion_step(model: MLPDenoiser, opt: torch.optim.Optimizer, points: Call
     noise = torch.randn(x0.shape, generator=generator)  # (B, 2)
     # 2. noise the batch in closed form (eq. 4) and regress the target (eq. 14)
     xt = q_sample(schedule, x0, t, noise)
-    loss = F.mse_loss(model(xt, t), training_target(schedule, x0, noise, t, prediction_type))
+    loss = F.mse_loss(model(xt, t), training_target(schedule, x0, t, noise, prediction_type))
     opt.zero_grad()
     loss.backward()
     opt.step()

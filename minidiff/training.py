@@ -163,7 +163,7 @@ def diffusion_loss(model: Any, schedule: Any, x0: Tensor, t: Tensor, noise: Tens
     for eps; the same regression on x0 or v for the other objectives (Salimans & Ho 2022).
     """
     xt = q_sample(schedule, x0, t, noise)
-    target = training_target(schedule, x0, noise, t, prediction_type)
+    target = training_target(schedule, x0, t, noise, prediction_type)
     return F.mse_loss(model(xt, t, cond).to(target.dtype), target)  # bf16 autocast output back to fp32
 
 

@@ -108,7 +108,7 @@ def test_conversions_invert_each_other(ptype):
     x0, noise = torch.randn(8, 5, dtype=torch.float64), torch.randn(8, 5, dtype=torch.float64)
     t = torch.randint(0, 1000, (8,))
     xt = q_sample(s, x0, t, noise)
-    pred = training_target(s, x0, noise, t, ptype)
+    pred = training_target(s, x0, t, noise, ptype)
     assert torch.allclose(predict_x0(s, pred, xt, t, ptype), x0, atol=1e-6)
     assert torch.allclose(predict_eps(s, pred, xt, t, ptype), noise, atol=1e-6)
 
@@ -117,7 +117,7 @@ def test_velocity_and_score_closed_forms():
     s = make_schedule("cosine", 1000)
     x0, noise, t = torch.tensor([[2.0]]), torch.tensor([[-1.0]]), torch.tensor([500])
     ab = s.alpha_bar[500].item()
-    assert velocity(s, x0, noise, t).item() == pytest.approx(math.sqrt(ab) * -1.0 - math.sqrt(1 - ab) * 2.0, rel=1e-5)
+    assert velocity(s, x0, t, noise).item() == pytest.approx(math.sqrt(ab) * -1.0 - math.sqrt(1 - ab) * 2.0, rel=1e-5)
     # for x0 fixed, q(xt|x0) is Gaussian: its score is -(xt - sqrt(ab) x0) / (1 - ab) = -eps / sqrt(1 - ab)
     xt = q_sample(s, x0, t, noise)
     exact = -(xt - math.sqrt(ab) * x0) / (1 - ab)
