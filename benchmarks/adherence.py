@@ -29,7 +29,7 @@ from minidiff.metrics import (diversity, eval_prompts, format_table, frechet_dis
                               prompt_adherence, saturation)
 from minidiff.pipeline import Pipeline, load_pipeline
 from minidiff.sampling import SAMPLERS
-from minidiff.viz import GUIDANCE_SCALES  # issue 3's sweep: 0, 1, 3, 5, 7.5, 10
+from minidiff.figures import GUIDANCE_SCALES  # the sweep of figures/guidance.png: 0, 1, 3, 5, 7.5, 10
 from train_pixel import ATTRIBUTES, SAMPLING, machine, write_report
 
 STEPS = (5, 10, 20, 50)

@@ -21,7 +21,7 @@ def cfg_combine(eps_uncond: Tensor, eps_cond: Tensor, guidance_scale: float) -> 
 
 
 def cfg(model: Model, guidance_scale: float, uncond: Tensor) -> Model:
-    """``model`` guided towards ``cond`` and away from ``uncond`` (1 or B, L, D), the empty or negative prompt.
+    """``model`` guided towards ``cond``, away from ``uncond`` (1 or B, L, D): the empty or negative prompt.
 
     The guided model makes one batched call for both branches; at scale 1 it is ``model`` itself.
     """

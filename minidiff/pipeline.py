@@ -7,9 +7,9 @@ at a time. The same class runs pixel-space models (``vae=None``) and latent ones
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -33,7 +33,7 @@ class Pipeline:
     text_encoder: TextEncoder
     tokenizer: Tokenizer
     schedule: NoiseSchedule
-    vae: Optional[VAE] = None
+    vae: VAE | None = None
     resolution: int = 32
 
     @property
@@ -72,13 +72,13 @@ class Pipeline:
         sampler: str = "dpmpp_2m",
         guidance_scale: float = 3.0,
         negative_prompt: str = "",
-        height: Optional[int] = None,
-        width: Optional[int] = None,
-        init_images: Optional[Tensor] = None,
+        height: int | None = None,
+        width: int | None = None,
+        init_images: Tensor | None = None,
         strength: float = 0.6,
         eta: float = 0.0,
         spacing: str = "trailing",
-        callback: Optional[Callback] = None,
+        callback: Callback | None = None,
     ) -> Tensor:
         """Generate one image per prompt: returns (B, 3, H, W) in [-1, 1].
 
@@ -88,12 +88,13 @@ class Pipeline:
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
-            raise ValueError("prompts is empty; pass at least one prompt (use \"\" for an unconditional image)")
+            raise ValueError('prompts is empty; pass at least one prompt ("" for an unconditional image)')
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale={guidance_scale} is not allowed; it must be >= 0")
         seeds = list(range(seeds, seeds + len(prompts))) if isinstance(seeds, int) else list(seeds)
         if len(seeds) != len(prompts):
-            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; pass one seed per prompt or one int")
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; "
+                             "pass one seed per prompt or one int")
         height, width = height or self.resolution, width or self.resolution
         self.check_size(height, width)
         f = self.vae.config.downsample_factor if self.vae is not None else 1
@@ -114,7 +115,8 @@ class Pipeline:
             init = init_images.to(self.device)
             z0 = to_latent(self.vae, init) if self.vae is not None else init  # (B, C, h, w)
             if z0.shape != noise.shape:
-                raise ValueError(f"init_images give latents of shape {tuple(z0.shape)}; expected {tuple(noise.shape)}")
+                raise ValueError(f"init_images give latents of shape {tuple(z0.shape)}; "
+                                 f"expected {tuple(noise.shape)}")
             timesteps = timesteps[steps - max(1, round(steps * strength)):]
             x = q_sample(self.schedule, z0, timesteps[:1].expand(len(prompts)).to(self.device), noise)
 
@@ -124,7 +126,8 @@ class Pipeline:
             if guidance_scale == 1.0:  # the conditional prediction alone
                 pred = self.unet(xt, t_batch, cond)  # (B, C, h, w)
             else:  # both branches in one batch, then guide (Ho & Salimans 2022, eq. 6)
-                both = self.unet(torch.cat([xt, xt]), torch.cat([t_batch, t_batch]), torch.cat([uncond, cond]))
+                both = self.unet(torch.cat([xt, xt]), torch.cat([t_batch, t_batch]),
+                                 torch.cat([uncond, cond]))  # (2B, C, h, w)
                 pred = cfg_combine(*both.chunk(2), guidance_scale)  # (B, C, h, w)
             return (predict_x0(self.schedule, pred, xt, t_batch, self.unet.prediction_type),
                     predict_eps(self.schedule, pred, xt, t_batch, self.unet.prediction_type))
@@ -175,11 +178,13 @@ def load_pipeline(path: str | Path | None = None, device: str = "auto") -> Pipel
     if path is None:
         verify_manifest(folder)
     elif not folder.is_dir():
-        raise ValueError(f"{folder} is not a folder; pass a training run's output folder or None for the shipped weights")
+        raise ValueError(f"{folder} is not a folder; pass a training run's output folder "
+                         "or None for the shipped weights")
     dev = pick_device(device)
     unet, extra = load_unet(folder / "unet", dev)
     text_encoder, tokenizer = load_text_encoder(folder / "text_encoder")
     train = extra.get("train_config", {})
-    vae = load_vae(str(folder / "vae"), str(dev)) if train.get("latent", (folder / "vae.json").exists()) else None
+    latent = train.get("latent", (folder / "vae.json").exists())
+    vae = load_vae(str(folder / "vae"), str(dev)) if latent else None
     schedule = make_schedule(train.get("schedule", "cosine"), train.get("T", 1000))
     return Pipeline(unet, text_encoder.to(dev), tokenizer, schedule, vae, train.get("resolution", 32))

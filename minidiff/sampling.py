@@ -1,22 +1,21 @@
 """Samplers: turn noise into data by running the learned denoiser backwards.
 
-Each update rule is a pure formula with explicit arguments (``ddim_step``, ``ddpm_step``, ...). One
-loop with the steps plugged in runs them all, rather than one loop per sampler (k-diffusion), because
-``pipeline.py`` writes the same loop out: a reader learns it once and sees that samplers differ only
-in the step. The loop reads, at every timestep ``t``: predict ``(x0_pred, eps_pred)``, call the
-callback, step to ``t_prev`` (``-1`` is the clean end). Samplers work on tensors of any shape: 2-D
-points, pixels and latents go through the same code.
+Each update rule is a pure formula with explicit arguments (``ddpm_step``, ``ddim_step``, ...), and one
+loop runs them all: at every timestep ``t``, predict ``(x0_pred, eps_pred)``, call the callback, step to
+``t_prev`` (``-1`` is the clean end). One loop with the steps plugged in, not one loop per sampler as in
+k-diffusion, because ``pipeline.py`` writes the same loop out: a reader learns it once. Tensors of any
+shape work: 2-D points, pixels and latents go through the same code.
 
-Euler works in the variance-exploding coordinates of Karras et al. 2022, ``x_ve = xt / sqrt(alpha_bar)``
-with noise level ``sigma``, where the probability-flow ODE reads ``d x_ve / d sigma = eps``; there DDIM
-with eta = 0 is exactly Euler's method (Karras et al. 2022, sec. 3), a fact the tests check. Heun and
-DPM-Solver++ integrate the linear part exactly in log-SNR (Lu et al. 2022).
+Euler works in the variance-exploding coordinates of Karras et al. 2022, ``x_ve = xt / sqrt(alpha_bar)``,
+where the probability-flow ODE reads ``d x_ve / d sigma = eps`` and DDIM with eta = 0 is exactly Euler's
+method (sec. 3; the tests check it). Heun and DPM-Solver++ integrate in log-SNR (Lu et al. 2022).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -37,7 +36,7 @@ Model = Callable[[Tensor, Tensor, Any], Tensor]
 Denoiser = Callable[[Tensor, int], tuple[Tensor, Tensor]]  # (xt, t) -> (x0_pred, eps_pred)
 Callback = Callable[[int, int, Tensor, Tensor, Tensor], None]  # (i, t, xt, x0_pred, eps_pred)
 StepFn = Callable[[Tensor, Tensor, Tensor, int, int], Tensor]  # (xt, x0_pred, eps_pred, t, t_prev) -> x_prev
-Generators = Optional[torch.Generator | list[torch.Generator]]  # one per batch, or one per image
+Generators = torch.Generator | list[torch.Generator] | None  # one per batch, or one per image
 
 
 def make_timesteps(T: int, steps: int, spacing: str = "trailing") -> Tensor:
@@ -66,22 +65,22 @@ def model_evaluations(sampler: str, steps: int) -> int:
     return 2 * steps - 1 if sampler == "heun" else steps
 
 
-# ---------------------------------------------------------------------------------------------
-# The update rules: xt (B, ...) at alpha_bar_t -> x at alpha_bar_prev (1.0 at the clean end)
-# ---------------------------------------------------------------------------------------------
+# The update rules: xt (B, ...) at alpha_bar_t -> x (B, ...) at alpha_bar_prev (1.0 at the clean end)
 
 
-def ddpm_step(xt: Tensor, x0_pred: Tensor, alpha_bar_t: float, alpha_bar_prev: float, noise: Tensor) -> Tensor:
+def ddpm_step(xt: Tensor, x0_pred: Tensor, alpha_bar_t: float, alpha_bar_prev: float,
+              noise: Tensor) -> Tensor:
     """Sample the posterior q(x_prev | xt, x0 = x0_pred) (Ho et al. 2020, eqs. 6-7); noise (B, ...)."""
     mean, var = posterior_from_alpha_bar(alpha_bar_t, alpha_bar_prev, x0_pred, xt)  # var = 0 at the clean end
     return mean + var**0.5 * noise
 
 
 def ddim_step(x0_pred: Tensor, eps_pred: Tensor, alpha_bar_t: float, alpha_bar_prev: float, eta: float,
-              noise: Optional[Tensor]) -> Tensor:
+              noise: Tensor | None) -> Tensor:
     """DDIM (Song et al. 2021, eq. 12): eta = 0 is deterministic (noise may be None), eta = 1 ancestral."""
-    # 1. the variance of the fresh noise (eq. 16)
-    var = eta**2 * (1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev) if eta else 0.0
+    # 1. the variance of the fresh noise (eq. 16); none at eta = 0
+    alpha_jump = alpha_bar_t / alpha_bar_prev  # alpha of the jump from t_prev to t
+    var = eta**2 * (1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_jump) if eta else 0.0
     # 2. re-noise x0_pred to alpha_bar_prev along eps_pred, then add the fresh noise
     x = math.sqrt(alpha_bar_prev) * x0_pred + math.sqrt(max(1 - alpha_bar_prev - var, 0.0)) * eps_pred
     return x if var == 0 else x + math.sqrt(var) * noise
@@ -95,10 +94,10 @@ def euler_step(xt: Tensor, eps_pred: Tensor, alpha_bar_t: float, alpha_bar_prev:
 
 
 def exponential_step(xt: Tensor, x0_pred: Tensor, alpha_bar_t: float, alpha_bar_prev: float) -> Tensor:
-    """First-order DPM-Solver++ (Lu et al. 2022, eq. 10 with k = 1): DDIM with eta = 0, written in log-SNR.
+    """First-order DPM-Solver++ (Lu et al. 2022, eq. 10): DDIM with eta = 0 in log-SNR; alpha_bar_prev < 1.
 
-    With std = sqrt(1 - alpha_bar) and h the step in lambda = log-SNR / 2, x_prev =
-    (std_prev / std_t) xt - sqrt(alpha_bar_prev) (exp(-h) - 1) x0_pred. alpha_bar_prev must be < 1.
+    x_prev = (std_prev / std_t) xt - sqrt(alpha_bar_prev) (exp(-h) - 1) x0_pred, with
+    std = sqrt(1 - alpha_bar) and h the step in lambda = log-SNR / 2.
     """
     std_t, std_prev = math.sqrt(1 - alpha_bar_t), math.sqrt(1 - alpha_bar_prev)
     h = 0.5 * (log_snr_from_alpha_bar(alpha_bar_prev) - log_snr_from_alpha_bar(alpha_bar_t))
@@ -109,14 +108,14 @@ def heun_step(xt: Tensor, x0_pred: Tensor, x0_pred_next: Tensor, alpha_bar_t: fl
               alpha_bar_prev: float) -> Tensor:
     """Heun's corrector (Karras et al. 2022, alg. 1): the trapezoid rule on x0 after an Euler predictor.
 
-    ``x0_pred_next`` is the model's x0 at the Euler prediction. The trapezoid is taken after the linear
-    part of the ODE is integrated exactly in log-SNR (Lu et al. 2022, eq. 9): a cosine schedule's
-    sigma_max is about 2e4, where the sigma-space trapezoid of Karras et al. (sigma_max = 80) fails.
+    ``x0_pred_next`` is the model's x0 at the Euler prediction. The linear part of the ODE is integrated
+    exactly in log-SNR (Lu et al. 2022, eq. 9): at a cosine schedule's sigma_max of about 2e4 the
+    sigma-space trapezoid of Karras et al. (sigma_max = 80) fails.
     """
     return exponential_step(xt, 0.5 * (x0_pred + x0_pred_next), alpha_bar_t, alpha_bar_prev)
 
 
-def dpmpp_2m_step(xt: Tensor, x0_pred: Tensor, x0_pred_last: Optional[Tensor], alpha_bar_last: float,
+def dpmpp_2m_step(xt: Tensor, x0_pred: Tensor, x0_pred_last: Tensor | None, alpha_bar_last: float,
                   alpha_bar_t: float, alpha_bar_prev: float) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, alg. 2): extrapolate x0_pred with the last step's, then step.
 
@@ -132,11 +131,6 @@ def dpmpp_2m_step(xt: Tensor, x0_pred: Tensor, x0_pred_last: Optional[Tensor], a
     r = (lambda_t - lambda_last) / (lambda_prev - lambda_t)  # ratio of the last step to this one
     d = (1 + 1 / (2 * r)) * x0_pred - 1 / (2 * r) * x0_pred_last
     return exponential_step(xt, d, alpha_bar_t, alpha_bar_prev)
-
-
-# ---------------------------------------------------------------------------------------------
-# Plugging the rules into the loop
-# ---------------------------------------------------------------------------------------------
 
 
 def noise_like(x: Tensor, generator: Generators) -> Tensor:
@@ -170,35 +164,29 @@ def make_step(schedule: NoiseSchedule, sampler: str, denoise: Denoiser, generato
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is not known; choose one of {SAMPLERS}")
     if eta < 0:
-        raise ValueError(f"eta={eta} is not allowed; eta must be >= 0 (0 = deterministic DDIM, 1 = DDPM-like)")
+        raise ValueError(f"eta={eta} is not allowed; eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like)")
     alpha_bar = schedule.alpha_bar.tolist() + [1.0]  # index -1 is the clean end
-
-    def ddpm(xt: Tensor, x0_pred: Tensor, eps_pred: Tensor, t: int, t_prev: int) -> Tensor:
-        return ddpm_step(xt, x0_pred, alpha_bar[t], alpha_bar[t_prev], noise_like(xt, generator))
-
-    def ddim(xt: Tensor, x0_pred: Tensor, eps_pred: Tensor, t: int, t_prev: int) -> Tensor:
-        noise = noise_like(xt, generator) if eta > 0 else None
-        return ddim_step(x0_pred, eps_pred, alpha_bar[t], alpha_bar[t_prev], eta, noise)
-
-    def euler(xt: Tensor, x0_pred: Tensor, eps_pred: Tensor, t: int, t_prev: int) -> Tensor:
-        return euler_step(xt, eps_pred, alpha_bar[t], alpha_bar[t_prev])
-
-    def heun(xt: Tensor, x0_pred: Tensor, eps_pred: Tensor, t: int, t_prev: int) -> Tensor:
-        x_euler = euler_step(xt, eps_pred, alpha_bar[t], alpha_bar[t_prev])  # 1. predictor
-        if t_prev < 0:
-            return x_euler  # the last step stays first order, as in Karras et al.
-        x0_pred_next, _ = denoise(x_euler, t_prev)  # 2. the model at the prediction
-        return heun_step(xt, x0_pred, x0_pred_next, alpha_bar[t], alpha_bar[t_prev])  # 3. corrector
-
     x0_pred_last, alpha_bar_last = None, 0.0  # DPM-Solver++(2M)'s memory of the last step
 
-    def dpmpp_2m(xt: Tensor, x0_pred: Tensor, eps_pred: Tensor, t: int, t_prev: int) -> Tensor:
+    def step(xt: Tensor, x0_pred: Tensor, eps_pred: Tensor, t: int, t_prev: int) -> Tensor:
         nonlocal x0_pred_last, alpha_bar_last
-        x = dpmpp_2m_step(xt, x0_pred, x0_pred_last, alpha_bar_last, alpha_bar[t], alpha_bar[t_prev])
-        x0_pred_last, alpha_bar_last = x0_pred, alpha_bar[t]
-        return x
+        ab_t, ab_prev = alpha_bar[t], alpha_bar[t_prev]
+        if sampler == "ddpm":
+            return ddpm_step(xt, x0_pred, ab_t, ab_prev, noise_like(xt, generator))
+        if sampler == "ddim":
+            noise = noise_like(xt, generator) if eta > 0 else None
+            return ddim_step(x0_pred, eps_pred, ab_t, ab_prev, eta, noise)
+        if sampler == "dpmpp_2m":
+            x = dpmpp_2m_step(xt, x0_pred, x0_pred_last, alpha_bar_last, ab_t, ab_prev)
+            x0_pred_last, alpha_bar_last = x0_pred, ab_t
+            return x
+        x_euler = euler_step(xt, eps_pred, ab_t, ab_prev)
+        if sampler == "euler" or t_prev < 0:  # Heun's last step stays first order, as in Karras et al.
+            return x_euler
+        x0_pred_next, _ = denoise(x_euler, t_prev)  # Heun: the model again, at the Euler prediction
+        return heun_step(xt, x0_pred, x0_pred_next, ab_t, ab_prev)
 
-    return {"ddpm": ddpm, "ddim": ddim, "euler": euler, "heun": heun, "dpmpp_2m": dpmpp_2m}[sampler]
+    return step
 
 
 @torch.no_grad()
@@ -212,8 +200,8 @@ def sample(
     generator: Generators = None,
     eta: float = 0.0,
     spacing: str = "trailing",
-    callback: Optional[Callback] = None,
-    timesteps: Optional[Tensor] = None,
+    callback: Callback | None = None,
+    timesteps: Tensor | None = None,
 ) -> Tensor:
     """Run ``sampler`` from ``x_T`` (B, ...) for ``steps`` steps; return the clean sample (B, ...).
 

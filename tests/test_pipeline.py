@@ -6,9 +6,9 @@ import sys
 import pytest
 import torch
 
-from minidiff.shapes import vocabulary
 from minidiff.pipeline import Pipeline
 from minidiff.schedule import make_schedule
+from minidiff.shapes import vocabulary
 from minidiff.text import TextEncoder, TextEncoderConfig, Tokenizer
 from minidiff.unet import UNet, UNetConfig
 from minidiff.vae import VAE, VAEConfig
@@ -21,8 +21,8 @@ def tiny_pipeline(latent: bool = True) -> Pipeline:
     tokenizer = Tokenizer(vocabulary())
     encoder = TextEncoder(TextEncoderConfig(vocab_size=len(tokenizer), dim=16, layers=1, heads=2)).eval()
     vae = VAE(VAEConfig(base_channels=8)).eval() if latent else None
-    unet = UNet(UNetConfig(in_channels=4 if latent else 3, base_channels=8, channel_mults=(1, 2), attention_levels=(1,),
-                           text_dim=16, heads=2)).eval()
+    unet = UNet(UNetConfig(in_channels=4 if latent else 3, base_channels=8, channel_mults=(1, 2),
+                           attention_levels=(1,), text_dim=16, heads=2)).eval()
     torch.nn.init.normal_(unet.conv_out.weight, std=0.1)  # the U-Net starts zero-initialised: wake it up
     return Pipeline(unet, encoder, tokenizer, make_schedule("cosine", 1000), vae, resolution=32)
 
@@ -34,10 +34,11 @@ def test_same_seed_same_image_bitwise_and_seeds_are_per_image():
     assert a.shape == (2, 3, 32, 32) and torch.equal(a, b)
     assert not torch.equal(a[0], a[1])
     starts = []
-    pipe([PROMPT], seeds=[4], steps=4, sampler="ddpm", callback=lambda i, t, xt, *_: starts.append(xt) if i == 0 else None)
+    pipe([PROMPT], seeds=[4], steps=4, sampler="ddpm",
+         callback=lambda i, t, xt, *_: starts.append(xt) if i == 0 else None)
     pipe([PROMPT, PROMPT], seeds=[3, 4], steps=4, sampler="ddpm",
          callback=lambda i, t, xt, *_: starts.append(xt) if i == 0 else None)
-    assert torch.equal(starts[0][0], starts[1][1]), "an image's starting noise must depend on its own seed only"
+    assert torch.equal(starts[0][0], starts[1][1]), "an image's starting noise depends on its own seed only"
 
 
 def test_same_seed_in_a_second_process_is_bitwise_equal(tmp_path):

@@ -75,7 +75,8 @@ def test_convergence_order(sampler, order):
     """Halving the step size divides the ODE error by about 2**order (measured 1.0 and 1.6-1.8)."""
     model, z = AnalyticDenoiser(mixture(), SCHEDULE), noise(200)
     reference = sample(model, z, SCHEDULE, 1000, "heun")
-    errs = [(sample(model, z, SCHEDULE, n, sampler) - reference).norm(dim=1).mean().item() for n in (10, 20, 40)]
+    errs = [(sample(model, z, SCHEDULE, n, sampler) - reference).norm(dim=1).mean().item()
+            for n in (10, 20, 40)]
     rates = [math.log2(errs[i] / errs[i + 1]) for i in range(2)]
     if order == 1:
         assert all(0.8 < r < 1.2 for r in rates), rates
@@ -145,7 +146,8 @@ def test_guidance_formula_and_scales():
 def test_guidance_works_with_every_sampler(sampler):
     """Two-class mixture: cond picks a component; scale 1 reproduces the conditional, 0 the unconditional."""
     mix = mixture()
-    comps = [GaussianMixture(torch.ones(1, dtype=torch.float64), mix.means[k:k + 1], mix.covs[k:k + 1]) for k in (0, 1)]
+    comps = [GaussianMixture(torch.ones(1, dtype=torch.float64), mix.means[k:k + 1], mix.covs[k:k + 1])
+             for k in (0, 1)]
 
     class ClassModel:
         prediction_type = "x0"

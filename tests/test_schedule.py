@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from minidiff.schedule import (
-    SCHEDULES, make_schedule, predict_eps, predict_x0, q_posterior, q_sample, score_from_eps,
-    training_target, velocity,
+    SCHEDULES,
+    make_schedule,
+    predict_eps,
+    predict_x0,
+    q_posterior,
+    q_sample,
+    score_from_eps,
+    training_target,
+    velocity,
 )
 
 
@@ -85,7 +92,7 @@ def test_q_sample_equals_t_single_steps_monte_carlo(name):
 
 
 def test_posterior_matches_bayes_rule_by_monte_carlo():
-    """Draw x_{t-1} ~ q(x_{t-1}|x0), then x_t; among samples with x_t near a value, x_{t-1} has the posterior law."""
+    """Draw x_{t-1} ~ q(x_{t-1}|x0), then x_t; where x_t is near a value, x_{t-1} follows the posterior."""
     s = make_schedule("linear", 100)
     t, n, x0_val = 40, 2_000_000, 0.7
     g = torch.Generator().manual_seed(1)
@@ -94,8 +101,8 @@ def test_posterior_matches_bayes_rule_by_monte_carlo():
     xt = s.alphas[t].sqrt() * x_prev + s.betas[t].sqrt() * torch.randn(n, generator=g, dtype=torch.float64)
     target = 0.3
     near = (xt - target).abs() < 0.01
-    mean, var = q_posterior(s, torch.tensor([x0_val], dtype=torch.float64), torch.tensor([target], dtype=torch.float64),
-                            torch.tensor([t]))
+    mean, var = q_posterior(s, torch.tensor([x0_val], dtype=torch.float64),
+                            torch.tensor([target], dtype=torch.float64), torch.tensor([t]))
     assert x_prev[near].mean().item() == pytest.approx(mean.item(), abs=0.01)
     assert x_prev[near].var().item() == pytest.approx(var.item(), rel=0.1)
     with pytest.raises(ValueError, match="t >= 1"):
@@ -117,7 +124,8 @@ def test_velocity_and_score_closed_forms():
     s = make_schedule("cosine", 1000)
     x0, noise, t = torch.tensor([[2.0]]), torch.tensor([[-1.0]]), torch.tensor([500])
     ab = s.alpha_bar[500].item()
-    assert velocity(s, x0, t, noise).item() == pytest.approx(math.sqrt(ab) * -1.0 - math.sqrt(1 - ab) * 2.0, rel=1e-5)
+    v = math.sqrt(ab) * -1.0 - math.sqrt(1 - ab) * 2.0
+    assert velocity(s, x0, t, noise).item() == pytest.approx(v, rel=1e-5)
     # for x0 fixed, q(xt|x0) is Gaussian: its score is -(xt - sqrt(ab) x0) / (1 - ab) = -eps / sqrt(1 - ab)
     xt = q_sample(s, x0, t, noise)
     exact = -(xt - math.sqrt(ab) * x0) / (1 - ab)
