@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -40,6 +41,8 @@ HALF_EXTENT = {"small": 0.09, "large": 0.19}  # half the side of an object's bou
 MIN_GAP = 1 / 16  # bounding boxes of two objects stay >= 1 pixel apart at the smallest resolution
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 64
 MAX_TRIES = 1000  # rejection rounds before a config is declared impossible
+WORD_PATTERN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[^\sa-z0-9]")  # words, or any single symbol
+DROPPED = "."  # full stops carry no meaning in a caption and are dropped; commas are tokens
 OBJECT_PHRASES = ("a {size} {colour} {shape} at the {where}", "{size} {colour} {shape}, {where}",
                   "a {size} {colour} {shape} in the {where}", "a {size} {shape} in {colour} at the {where}",
                   "a {size} {colour} {shape} sits at the {where}")  # one per caption template
@@ -247,8 +250,11 @@ def captions_for(scenes: Sequence[Scene], generator: torch.Generator) -> list[st
 
 
 def split_words(text: str) -> list[str]:
-    """Lowercase ``text`` and split it into caption tokens; a comma is a token of its own."""
-    return text.lower().replace(",", " , ").split()
+    """Lower-case ``text`` and split it into words; commas are tokens, full stops are dropped.
+
+    The one definition of a word: the caption parser and the text tokenizer both use it.
+    """
+    return [w for w in WORD_PATTERN.findall(text.lower()) if w not in DROPPED]
 
 
 def vocabulary() -> list[str]:
