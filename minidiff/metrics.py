@@ -26,7 +26,7 @@ EVAL_PROMPTS = 200  # size of the fixed evaluation set that `python -m minidiff 
 EVAL_PROMPT_SEED = 2_000_003  # prompt generators get seeds ~2e12, far from every training and judge seed
 PROMPT_STRIDE = 1_000_003  # a prime: prompt i of seed s is drawn with seed s * PROMPT_STRIDE + i
 EVAL_TEMPLATE = 0  # "a large red circle at the top left on a blue background"
-JUDGE_TARGET = 0.99  # per-attribute accuracy the judge needs on real images (issue 3)
+JUDGE_TARGET = 0.99  # per-attribute accuracy the judge needs on real images: near-perfect (DESIGN.md, Data)
 GENERATE_BATCH = 50  # prompts per pipeline call: bounds memory, does not change any image
 FEATURE_BATCH = 512  # images per judge forward pass when extracting features
 
