@@ -120,6 +120,7 @@ class Pipeline:
             timesteps = timesteps[steps - max(1, round(steps * strength)):]
             x = q_sample(self.schedule, z0, timesteps[:1].expand(len(prompts)).to(self.device), noise)
 
+        # 4. the model at one timestep: predict both branches, guide, read off x0_pred and eps_pred
         def denoise(xt: Tensor, t: int) -> tuple[Tensor, Tensor]:
             """The guided U-Net at timestep t: (x0_pred, eps_pred), each (B, C, h, w)."""
             t_batch = torch.full((len(xt),), t, dtype=torch.long, device=self.device)  # (B,)
@@ -132,15 +133,15 @@ class Pipeline:
             return (predict_x0(self.schedule, pred, xt, t_batch, self.unet.prediction_type),
                     predict_eps(self.schedule, pred, xt, t_batch, self.unet.prediction_type))
 
-        # 4. the denoising loop: predict and guide, show, step to the next timestep
-        step = make_step(self.schedule, sampler, denoise, generators, eta)
+        # 5. the denoising loop, the same as sampling.sample's: predict and guide, show, step
+        step = make_step(self.schedule, sampler, denoise, generators, eta)  # the sampler's update rule
         ts = timesteps.tolist()
-        for i, (t, t_prev) in enumerate(zip(ts, ts[1:] + [-1])):
+        for i, (t, t_prev) in enumerate(zip(ts, ts[1:] + [-1])):  # t_prev = -1: the clean end
             x0_pred, eps_pred = denoise(x, t)
             if callback is not None:
                 callback(i, t, x, self.decode(x0_pred), eps_pred)
             x = step(x, x0_pred, eps_pred, t, t_prev)
-        # 5. decode the final latent to pixels
+        # 6. decode the final latent to pixels
         return self.decode(x)
 
 
