@@ -133,10 +133,10 @@ def dpmpp_2m_step(xt: Tensor, x0_pred: Tensor, x0_pred_last: Tensor | None, alph
     return exponential_step(xt, d, alpha_bar_t, alpha_bar_prev)
 
 
-def noise_like(x: Tensor, generator: Generators) -> Tensor:
+def _noise_like(x: Tensor, generator: Generators) -> Tensor:
     """Standard normal noise shaped like x (B, ...); a list of generators draws image i from generator i."""
     if isinstance(generator, (list, tuple)):
-        return torch.stack([noise_like(x[i:i + 1], g)[0] for i, g in enumerate(generator)])  # (B, ...)
+        return torch.stack([_noise_like(x[i:i + 1], g)[0] for i, g in enumerate(generator)])  # (B, ...)
     device = x.device if generator is None else generator.device
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
@@ -172,9 +172,9 @@ def make_step(schedule: NoiseSchedule, sampler: str, denoise: Denoiser, generato
         nonlocal x0_pred_last, alpha_bar_last
         ab_t, ab_prev = alpha_bar[t], alpha_bar[t_prev]
         if sampler == "ddpm":
-            return ddpm_step(xt, x0_pred, ab_t, ab_prev, noise_like(xt, generator))
+            return ddpm_step(xt, x0_pred, ab_t, ab_prev, _noise_like(xt, generator))
         if sampler == "ddim":
-            noise = noise_like(xt, generator) if eta > 0 else None
+            noise = _noise_like(xt, generator) if eta > 0 else None
             return ddim_step(x0_pred, eps_pred, ab_t, ab_prev, eta, noise)
         if sampler == "dpmpp_2m":
             x = dpmpp_2m_step(xt, x0_pred, x0_pred_last, alpha_bar_last, ab_t, ab_prev)
