@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from minidiff.guidance import cfg
+from minidiff.guidance import cfg, cfg_combine
 from minidiff.sampling import (
     SAMPLERS,
     ddim_invert,
@@ -150,6 +150,9 @@ def test_guidance_formula_and_scales():
     cond, uncond = torch.full((3, 4, 8), 2.0), torch.full((1, 4, 8), 0.5)
     for w in (0.0, 1.0, 7.5):
         assert torch.allclose(cfg(model, w, uncond)(xt, t, cond), torch.full((3, 2), 0.5 + w * 1.5))
+        guided = cfg_combine(torch.full((2,), 0.5), torch.full((2,), 2.0), w)
+        assert torch.equal(guided, torch.full((2,), 0.5 + w * 1.5))  # exact in binary: 0.5 + w 1.5
+    assert cfg(model, 1.0, uncond) is model  # scale 1 is the conditional model: no second branch to run
     with pytest.raises(ValueError, match="guidance_scale=-1"):
         cfg(model, -1, uncond)
 

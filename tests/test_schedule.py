@@ -7,12 +7,14 @@ import torch
 
 from minidiff.schedule import (
     SCHEDULES,
+    log_snr_from_alpha_bar,
     make_schedule,
     predict_eps,
     predict_x0,
     q_posterior,
     q_sample,
     score_from_eps,
+    sigma_from_alpha_bar,
     training_target,
     velocity,
 )
@@ -130,3 +132,13 @@ def test_velocity_and_score_closed_forms():
     xt = q_sample(s, x0, t, noise)
     exact = -(xt - math.sqrt(ab) * x0) / (1 - ab)
     assert torch.allclose(score_from_eps(s, noise, t), exact, atol=1e-5)
+
+
+def test_sigma_and_log_snr_of_one_alpha_bar():
+    """alpha_bar = 0.2: sigma = sqrt(0.8 / 0.2) = 2 and log-SNR = log(0.25); alpha_bar = 0.5: log-SNR = 0."""
+    assert sigma_from_alpha_bar(0.2) == pytest.approx(2.0, rel=1e-15)
+    assert log_snr_from_alpha_bar(0.2) == pytest.approx(math.log(0.25), rel=1e-15)
+    assert log_snr_from_alpha_bar(0.5) == 0.0 and sigma_from_alpha_bar(1.0) == 0.0
+    s = make_schedule("cosine", 100)
+    assert torch.equal(s.sigma, sigma_from_alpha_bar(s.alpha_bar))
+    assert s.log_snr[40].item() == pytest.approx(log_snr_from_alpha_bar(s.alpha_bar[40].item()), rel=1e-12)
