@@ -29,8 +29,8 @@ from minidiff.metrics import (diversity, eval_prompts, format_table, frechet_dis
                               prompt_adherence, saturation)
 from minidiff.pipeline import Pipeline, load_pipeline
 from minidiff.sampling import SAMPLERS
-from minidiff.viz import GUIDANCE_SCALES  # issue 3's sweep: 0, 1, 3, 5, 7.5, 10
-from train_pixel import ATTRIBUTES, SAMPLING, machine, write_report
+from minidiff.figures import GUIDANCE_SCALES  # the sweep of figures/guidance.png: 0, 1, 3, 5, 7.5, 10
+from train_pixel import SCORE_COLUMNS, SAMPLING, machine, write_report
 
 STEPS = (5, 10, 20, 50)
 SEED_STRIDE = 1000  # seed k of prompt i is k * SEED_STRIDE + i, so seed 0 is the adherence image
@@ -104,10 +104,10 @@ def main() -> None:
           f"{args.seeds} seeds x {args.diversity_prompts} prompts)")
     guidance = guidance_sweep(pipe, prompts, judge, real_features, scales, args.diversity_prompts, args.seeds)
     print("\nprompt adherence against sampler and steps")
-    print(format_table(samplers + [{"sampler": "real", **reference}], ["sampler", "steps", *ATTRIBUTES, "fd", "seconds"]))
+    print(format_table(samplers + [{"sampler": "real", **reference}], ["sampler", "steps", *SCORE_COLUMNS, "fd", "seconds"]))
     print("\nagainst guidance scale")
     print(format_table(guidance + [{"guidance": "real", **reference}],
-                       ["guidance", *ATTRIBUTES, "fd", "saturation", "diversity", "seconds"]))
+                       ["guidance", *SCORE_COLUMNS, "fd", "saturation", "diversity", "seconds"]))
     report = {"samplers": samplers, "guidance": guidance, "real": reference, "weights": str(args.weights or "shipped"),
               "args": vars(args), "machine": {**machine(), "load_average_start": load_start}, "wall_s": time.perf_counter() - wall}
     write_report(args.json, report)

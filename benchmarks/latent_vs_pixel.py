@@ -9,8 +9,8 @@
 3. time to adherence: each U-Net trained from scratch for up to --minutes of training time, scored on
    --prompts evaluation prompts after every --chunk minutes, stopping at --target ("all") adherence.
    Reported: the training minutes when it got there, or the best adherence within the budget.
-4. the whole latent pipeline from scratch (text encoder + VAE + U-Net to target) against the
-   15-minute goal of issue 4.
+4. the whole latent pipeline from scratch (text encoder + VAE + U-Net to target) against a
+   15-minute goal.
 
     python benchmarks/latent_vs_pixel.py [--minutes 15] [--chunk 1.5] [--prompts 50] [--threads 2] [--fast]
 """
@@ -34,7 +34,7 @@ from minidiff.text import TextEncoder, Tokenizer
 from minidiff.vae import VAE
 from train_pixel import FAST, SAMPLING, adherence_curve, first_reaching, machine, prepare_stages, step_speed, write_report
 
-GOAL_MINUTES = 15.0  # issue 4: the whole latent pipeline from scratch to 90% adherence on 2 CPU cores
+GOAL_MINUTES = 15.0  # the goal: the whole latent pipeline from scratch to 90% adherence on 2 CPU cores
 SAMPLE_PROMPT = "a large red circle at the top left on a blue background"  # the README's run command
 
 

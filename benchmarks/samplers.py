@@ -1,6 +1,6 @@
 """Each sampler's error against the number of model evaluations, on an exact denoiser.
 
-Data: the 8-Gaussian mixture of notebook 02, whose ideal denoiser E[x0 | xt] has a closed form, so the
+Data: toy2d's 8-Gaussian ring (notebook 02), whose ideal denoiser E[x0 | xt] has a closed form, so the
 only error left is the sampler's. Two errors per run:
 - ode_error: mean distance to a 1000-step Heun solution from the same noise (deterministic samplers);
 - w2_moments: distance of the sample mean and covariance to the data's (every sampler, DDPM included).
@@ -21,23 +21,19 @@ import torch
 
 from minidiff.sampling import SAMPLERS, model_evaluations, sample
 from minidiff.schedule import make_schedule
-from minidiff.toy2d import AnalyticDenoiser, GaussianMixture
+from minidiff.toy2d import AnalyticDenoiser, GaussianMixture, eight_gaussians
 
 STEPS = (5, 10, 20, 30, 50, 100, 200, 500, 1000)
 
 
-def eight_gaussians() -> GaussianMixture:
-    angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
-    means = 2.0 * torch.stack([angles.cos(), angles.sin()], 1)  # (8, 2)
-    return GaussianMixture(torch.full((8,), 1 / 8, dtype=torch.float64), means, 0.02 * torch.eye(2, dtype=torch.float64).repeat(8, 1, 1))
-
-
 def moment_error(x: torch.Tensor, mix: GaussianMixture) -> float:
+    """Distance of the sample's mean and covariance (x: (n, 2)) to the mixture's."""
     return ((x.mean(0) - mix.mean).norm() + (torch.cov(x.T) - mix.cov).norm()).item()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=4000, help="samples per run")
     parser.add_argument("--json", default="benchmarks/results/samplers.json")
     args = parser.parse_args()
@@ -54,8 +50,8 @@ def main() -> None:
                 continue
             start = time.perf_counter()
             x = sample(model, z, schedule, steps, sampler, generator=torch.Generator().manual_seed(1))
-            rows.append({"sampler": sampler, "steps": steps, "nfe": nfe,
-                         "ode_error": None if sampler == "ddpm" else (x - reference).norm(dim=1).mean().item(),
+            ode_error = None if sampler == "ddpm" else (x - reference).norm(dim=1).mean().item()
+            rows.append({"sampler": sampler, "steps": steps, "nfe": nfe, "ode_error": ode_error,
                          "moment_error": moment_error(x, mix), "seconds": time.perf_counter() - start})
     orders = {}
     for sampler in SAMPLERS:

@@ -31,7 +31,7 @@ from typing import Any, Optional
 import torch
 
 from minidiff.checkpoint import load_checkpoint, load_into
-from minidiff.judge import load_judge
+from minidiff.judge import SCORED, load_judge
 from minidiff.metrics import eval_prompts, format_table, generate, prompt_adherence
 from minidiff.pipeline import Pipeline, load_unet
 from minidiff.schedule import make_schedule
@@ -41,7 +41,7 @@ from minidiff.unet import UNet, UNetConfig
 from minidiff.vae import VAE, VAEConfig, load_vae, save_vae, train_vae
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "minidiff" / "weights"
-ATTRIBUTES = ("shape", "colour", "size", "position", "background", "count", "all")
+SCORE_COLUMNS = (*SCORED, "all")
 SAMPLING = {"steps": 20, "sampler": "dpmpp_2m", "guidance_scale": 3.0}  # the defaults of `minidiff sample`
 FAST = {"batch_size": 8, "text_steps": 10, "vae_steps": 10}  # --fast: a smoke run, numbers not meaningful
 
@@ -147,7 +147,7 @@ def adherence_curve(config: TrainConfig, out: Path, text_encoder: TextEncoder, t
                 scores.update(adherence if not name else {"all_raw": adherence["all"]})
         rows.append({"run": label, "step": result["step"], "train_min": trained_s / 60, "loss": result["loss"],
                      **scores, "eval_s": time.perf_counter() - start})
-        columns = ["run", "step", "train_min", "loss", *ATTRIBUTES, *(["all_raw"] if raw else []), "eval_s"]
+        columns = ["run", "step", "train_min", "loss", *SCORE_COLUMNS, *(["all_raw"] if raw else []), "eval_s"]
         print(format_table(rows[-1:], columns, header=len(rows) == 1, width=8), flush=True)
         if (target is not None and scores["all"] >= target) or result["step"] >= config.steps:
             break
@@ -202,7 +202,7 @@ def main() -> None:
         print(f"\nadherence of shapes-pixel against U-Net training time ({args.prompts} prompts, {SAMPLING})")
         curve = adherence_curve(pixel, out / "pixel", text_encoder, tokenizer, None, args.minutes, args.chunk,
                                 eval_prompts(args.prompts), label="shapes-pixel", raw=args.raw)
-    print(format_table(curve, ["step", "train_min", "loss", *ATTRIBUTES, *(["all_raw"] if args.raw else [])]))
+    print(format_table(curve, ["step", "train_min", "loss", *SCORE_COLUMNS, *(["all_raw"] if args.raw else [])]))
     report = {"speed": speed, "curve": curve, "stages_s": stage_s, "sampling": SAMPLING, "fast": args.fast,
               "args": vars(args), "machine": {**machine(), "load_average_start": load_start}, "wall_s": time.perf_counter() - wall}
     write_report(args.json, report)

@@ -170,7 +170,7 @@ def cmd_judge(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_figures(args: argparse.Namespace) -> int:
     """Regenerate every figure in figures/."""
-    from minidiff.viz import make_figures
+    from minidiff.figures import make_figures
 
     for path in make_figures(args.out, fast=args.fast):
         print(path)

@@ -9,38 +9,32 @@ wrapper is itself a model, every sampler gets guidance for free.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from minidiff.sampling import Model
 
 
-class CFG:
-    """``model`` guided towards ``cond`` and away from ``uncond`` with weight ``guidance_scale``."""
+def cfg_combine(eps_uncond: Tensor, eps_cond: Tensor, guidance_scale: float) -> Tensor:
+    """uncond + guidance_scale * (cond - uncond) on predictions (B, ...) (Ho & Salimans 2022, eq. 6)."""
+    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
-    def __init__(self, model: Model, guidance_scale: float, uncond: Tensor) -> None:
-        if guidance_scale < 0:
-            raise ValueError(f"guidance_scale={guidance_scale} is not allowed; it must be >= 0 (1 = no guidance)")
-        self.model = model
-        self.guidance_scale = float(guidance_scale)
-        self.uncond = uncond
-        self.prediction_type = getattr(model, "prediction_type", "eps")
 
-    def __call__(self, xt: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+def cfg(model: Model, guidance_scale: float, uncond: Tensor) -> Model:
+    """``model`` guided towards ``cond``, away from ``uncond`` (1 or B, L, D): the empty or negative prompt.
+
+    The guided model makes one batched call for both branches; at scale 1 it is ``model`` itself.
+    """
+    if guidance_scale < 0:
+        raise ValueError(f"guidance_scale={guidance_scale} is not allowed; it must be >= 0 (1 = no guidance)")
+    if guidance_scale == 1.0:
+        return model
+
+    def guided(xt: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         """xt: (B, ...), t: (B,), cond: (B, L, D) -> guided prediction (B, ...)."""
-        if self.guidance_scale == 1.0:
-            return self.model(xt, t, cond)
-        batch = xt.shape[0]
-        uncond = self.uncond.expand(batch, *self.uncond.shape[1:])  # (B, L, D)
-        # 1. one batched call for both branches: [uncond; cond]
-        both = self.model(torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([uncond, cond]))  # (2B, ...)
-        pred_uncond, pred_cond = both.chunk(2)  # (B, ...) each
-        # 2. extrapolate from the unconditional towards the conditional prediction (Ho & Salimans 2022, eq. 6)
-        return pred_uncond + self.guidance_scale * (pred_cond - pred_uncond)
+        uncond_batch = uncond.expand(xt.shape[0], *uncond.shape[1:])  # (B, L, D)
+        both = model(torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([uncond_batch, cond]))  # (2B, ...)
+        return cfg_combine(*both.chunk(2), guidance_scale)  # (B, ...)
 
-
-def cfg(model: Model, guidance_scale: float, uncond: Any) -> CFG:
-    """Wrap ``model`` with classifier-free guidance; ``uncond`` (1 or B, L, D) is the empty or negative prompt."""
-    return CFG(model, guidance_scale, uncond)
+    guided.prediction_type = getattr(model, "prediction_type", "eps")
+    return guided

@@ -24,14 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
-from minidiff.shapes import (BACKGROUNDS, COLOURS, FIELDS, POSITIONS, SHAPES, SIZES, Object, Scene, ShapesConfig, make_shapes,
-                             parse_caption, relation_holds, render, sample_scenes)
+from minidiff.shapes import (ATTRIBUTES, BACKGROUNDS, COLOURS, FIELDS, POSITIONS, SHAPES, SIZES, Object, Scene,
+                             ShapesConfig, make_shapes, parse_caption, relation_holds, render, sample_scenes)
 
 WEIGHTS = Path(__file__).parent / "weights" / "judge"  # the shipped judge (.safetensors + .json)
 NONE = len(SHAPES)  # shape class meaning "this slot is empty"
 IGNORE = -100  # target for colour/size of an empty slot (F.cross_entropy's ignore_index)
 HEADS = {"shape": len(SHAPES) + 1, "colour": len(COLOURS), "size": len(SIZES)}  # classes per slot
-ATTRIBUTES = ("shape", "colour", "size", "position", "background", "count", "relation")
+SCORED = (*ATTRIBUTES, "count", "relation")  # what score_scene reports: every attribute, the count, the relation
 EVAL_SEED = 1_000_003  # evaluation draws its own scenes, apart from the training stream
 
 
@@ -187,7 +187,7 @@ def score_scene(want: Scene, got: Scene) -> dict[str, tuple[int, int]]:
     counts as one more attribute of the pair); a prompt object with no partner gets all its named
     attributes wrong. Count is always named: ``got`` must hold exactly as many objects as ``want``.
     """
-    out = {a: (0, 0) for a in ATTRIBUTES}
+    out = {a: (0, 0) for a in SCORED}
     if want.background is not None:
         out["background"] = (int(got.background == want.background), 1)
     out["count"] = (int(len(got.objects) == len(want.objects)), 1)
@@ -230,7 +230,7 @@ def adherence(judge: Judge, images: torch.Tensor, captions: Sequence[str]) -> di
     if len(images) != len(captions):
         raise ValueError(f"got {len(images)} images but {len(captions)} captions; give one caption per image")
     wanted = [parse_caption(c) for c in captions]
-    totals = {a: [0, 0] for a in ATTRIBUTES}
+    totals = {a: [0, 0] for a in SCORED}
     perfect = 0
     for want, got in zip(wanted, predict_scenes(judge, images)):
         score = score_scene(want, got)

@@ -45,8 +45,7 @@ class NoiseSchedule:
 
     @property
     def sigma(self) -> Tensor:
-        ab = self.alpha_bar
-        return torch.sqrt((1.0 - ab) / ab)
+        return sigma_from_alpha_bar(self.alpha_bar)
 
     @property
     def snr(self) -> Tensor:
@@ -55,7 +54,18 @@ class NoiseSchedule:
 
     @property
     def log_snr(self) -> Tensor:
-        return torch.log(self.snr)
+        return log_snr_from_alpha_bar(self.alpha_bar)
+
+
+def sigma_from_alpha_bar(alpha_bar: Tensor | float) -> Tensor | float:
+    """sigma = sqrt((1 - alpha_bar) / alpha_bar), the variance-exploding noise level (Karras et al. 2022)."""
+    return ((1 - alpha_bar) / alpha_bar) ** 0.5
+
+
+def log_snr_from_alpha_bar(alpha_bar: Tensor | float) -> Tensor | float:
+    """log(alpha_bar / (1 - alpha_bar)) (Kingma et al. 2021); alpha_bar must lie in (0, 1)."""
+    snr = alpha_bar / (1 - alpha_bar)
+    return torch.log(snr) if isinstance(snr, Tensor) else math.log(snr)
 
 
 def _alpha_bar_to_betas(alpha_bar_fn, T: int) -> Tensor:
@@ -82,7 +92,8 @@ def make_schedule(name: str = "cosine", T: int = 1000) -> NoiseSchedule:
     if name == "cosine":
         def f(s: Tensor) -> Tensor:
             return torch.cos((s + COSINE_S) / (1 + COSINE_S) * math.pi / 2) ** 2
-        return NoiseSchedule(name, _alpha_bar_to_betas(lambda s: f(s) / f(torch.zeros(1, dtype=torch.float64)), T))
+        f0 = f(torch.zeros(1, dtype=torch.float64))
+        return NoiseSchedule(name, _alpha_bar_to_betas(lambda s: f(s) / f0, T))
     if name == "sigmoid":
         lo = torch.sigmoid(torch.tensor(SIGMOID_START / SIGMOID_TAU, dtype=torch.float64))
         hi = torch.sigmoid(torch.tensor(SIGMOID_END / SIGMOID_TAU, dtype=torch.float64))
@@ -99,7 +110,8 @@ def gather(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
     if t.ndim == 0:
         t = t.expand(like.shape[0])
     if t.shape[0] != like.shape[0]:
-        raise ValueError(f"t has {t.shape[0]} entries but the batch has {like.shape[0]}; pass one timestep per sample")
+        raise ValueError(f"t has {t.shape[0]} entries but the batch has {like.shape[0]}; "
+                         "pass one timestep per sample")
     T = values.shape[0]
     if t.min() < 0 or t.max() >= T:
         raise ValueError(f"t must lie in 0..{T - 1}; got values from {int(t.min())} to {int(t.max())}")
@@ -113,12 +125,14 @@ def q_sample(schedule: NoiseSchedule, x0: Tensor, t: Tensor, noise: Tensor) -> T
     x0, noise: (B, ...); t: (B,) integer timesteps. Returns x_t with x0's shape.
     """
     if noise.shape != x0.shape:
-        raise ValueError(f"noise has shape {tuple(noise.shape)} but x0 has {tuple(x0.shape)}; they must match")
+        raise ValueError(f"noise has shape {tuple(noise.shape)} but x0 has {tuple(x0.shape)}; "
+                         "they must match")
     ab = gather(schedule.alpha_bar, t, x0)  # (B, 1, ..., 1)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
 
-def posterior_from_alpha_bar(ab_t: Tensor | float, ab_s: Tensor | float, x0: Tensor, xt: Tensor) -> tuple[Tensor, Tensor | float]:
+def posterior_from_alpha_bar(ab_t: Tensor | float, ab_s: Tensor | float, x0: Tensor,
+                             xt: Tensor) -> tuple[Tensor, Tensor | float]:
     """Mean and variance of q(x_s | x_t, x_0) for any s < t, from alpha_bar_t and alpha_bar_s.
 
     The one-step posterior of Ho et al. 2020 (eqs. 6-7) with beta_t replaced by the jump's
@@ -148,7 +162,8 @@ def q_posterior(schedule: NoiseSchedule, x0: Tensor, xt: Tensor, t: Tensor) -> t
 
 def _check_type(prediction_type: str) -> None:
     if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type={prediction_type!r} is not known; choose one of {PREDICTION_TYPES}")
+        raise ValueError(f"prediction_type={prediction_type!r} is not known; "
+                         f"choose one of {PREDICTION_TYPES}")
 
 
 def predict_x0(schedule: NoiseSchedule, pred: Tensor, xt: Tensor, t: Tensor, prediction_type: str) -> Tensor:
@@ -173,8 +188,8 @@ def predict_eps(schedule: NoiseSchedule, pred: Tensor, xt: Tensor, t: Tensor, pr
     return (xt - ab.sqrt() * pred) / (1 - ab).sqrt()
 
 
-def velocity(schedule: NoiseSchedule, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-    """v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022, sec. 4)."""
+def velocity(schedule: NoiseSchedule, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+    """v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022, sec. 4); x0, noise: (B, ...)."""
     ab = gather(schedule.alpha_bar, t, x0)
     return ab.sqrt() * noise - (1 - ab).sqrt() * x0
 
@@ -185,11 +200,12 @@ def score_from_eps(schedule: NoiseSchedule, eps: Tensor, t: Tensor) -> Tensor:
     return -eps / (1 - ab).sqrt()
 
 
-def training_target(schedule: NoiseSchedule, x0: Tensor, noise: Tensor, t: Tensor, prediction_type: str) -> Tensor:
-    """What a model of ``prediction_type`` should output for x_t = q_sample(x0, t, noise)."""
+def training_target(schedule: NoiseSchedule, x0: Tensor, t: Tensor, noise: Tensor,
+                    prediction_type: str) -> Tensor:
+    """What a ``prediction_type`` model should output (B, ...) for xt = q_sample(schedule, x0, t, noise)."""
     _check_type(prediction_type)
     if prediction_type == "eps":
         return noise
     if prediction_type == "x0":
         return x0
-    return velocity(schedule, x0, noise, t)
+    return velocity(schedule, x0, t, noise)

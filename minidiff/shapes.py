@@ -24,6 +24,7 @@ import dataclasses
 import difflib
 import itertools
 import random
+import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -56,6 +57,8 @@ MAX_TRIES = 1000  # rejection rounds before a config is declared impossible
 NO_ARTICLE, COLOUR_LAST = 1, 3  # templates whose objects read "large red circle", "a large circle in red"
 WHERE_PHRASES = ("at the {where}", ", {where}", "in the {where}", "at the {where}", "sits at the {where}")
 CORNERS = ("top left", "top right", "bottom left", "bottom right")  # template 2 says "in the top left corner"
+WORD_PATTERN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[^\sa-z0-9]")  # words, or any single symbol
+DROPPED = "."  # full stops carry no meaning in a caption and are dropped; commas are tokens
 SCENE_PHRASES = ("{objects} on a {bg} background", "{objects}, {bg} background", "a {bg} background with {objects}",
                  "{objects}, {bg} background", "on a {bg} background, {objects}")
 TEMPLATES = len(SCENE_PHRASES)  # number of caption wordings; caption(scene, k) for k in range(TEMPLATES)
@@ -365,8 +368,11 @@ def captions_for(scenes: Sequence[Scene], generator: torch.Generator, p_omit: fl
 
 
 def split_words(text: str) -> list[str]:
-    """Lowercase ``text`` and split it into caption tokens; a comma is a token of its own."""
-    return text.lower().replace(",", " , ").split()
+    """Lower-case ``text`` and split it into words; commas are tokens, full stops are dropped.
+
+    The one definition of a word: the caption parser and the text tokenizer both use it.
+    """
+    return [w for w in WORD_PATTERN.findall(text.lower()) if w not in DROPPED]
 
 
 def vocabulary() -> list[str]:

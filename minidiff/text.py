@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,12 +22,10 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
-from minidiff.shapes import ShapesConfig, make_shapes
+from minidiff.shapes import ShapesConfig, make_shapes, split_words
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")  # special tokens, always ids 0, 1, 2
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
-WORD_PATTERN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[^\sa-z0-9]")  # words, or any single symbol
-DROPPED = "."  # full stops carry no meaning in a caption and are dropped; commas are tokens
 CLOSE_MATCHES = 3  # how many suggestions an unknown-word error lists (difflib.get_close_matches)
 
 INIT_LOGIT_SCALE = math.log(1 / 0.07)  # Radford et al. 2021, sec. 2.5: temperature 0.07
@@ -41,11 +38,6 @@ KINDS = ("tiny_clip", "text_encoder")  # what a text checkpoint can hold
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "text_encoder"  # made by train_and_save()
 SHIPPED_STEPS = 600  # training steps of the shipped weights (batch 128, preset "cpu", seed 0)
 EVAL_SEED = 10**9 + 7  # held-out pairs; training batches use seeds seed * 1_000_003 + step, far below
-
-
-def split_words(text: str) -> list[str]:
-    """Lower-case ``text`` and split it into words; commas are tokens, full stops are dropped."""
-    return [w for w in WORD_PATTERN.findall(text.lower()) if w not in DROPPED]
 
 
 class Tokenizer:

@@ -83,7 +83,7 @@ class AnalyticDenoiser:
 # ---------------------------------------------------------------------------------------------
 
 DATASETS = ("moons", "rings", "gaussians8", "spiral")
-RING_RADIUS, RING_STD = 2.0, 0.02  # the 8-Gaussian ring of Metz et al. 2017 and Srivastava et al. 2017 (VEEGAN)
+RING_RADIUS, RING_STD = 2.0, 0.02  # the 8-Gaussian ring of Metz et al. 2017 and Srivastava et al. 2017
 N_MODES = 8
 POINT_NOISE = 0.05  # std of the jitter added to moons, rings and spiral
 RING_RADII = (0.8, 1.8)  # the two concentric rings
@@ -102,7 +102,7 @@ def eight_gaussians(radius: float = RING_RADIUS, std: float = RING_STD) -> Gauss
 
 
 def make_points(name: str, n: int, generator: torch.Generator | None = None) -> Tensor:
-    """``n`` points (n, 2) float32 from the 2-D dataset ``name``, one of DATASETS; all lie within radius ~2.5."""
+    """``n`` points (n, 2) float32 from the 2-D dataset ``name`` (one of DATASETS), within radius ~2.5."""
     if name not in DATASETS:
         raise ValueError(f"dataset={name!r} is not known; choose one of {DATASETS}")
     if name == "gaussians8":
@@ -167,7 +167,8 @@ class MLPDenoiser(nn.Module):
     def __init__(self, prediction_type: str = "eps", hidden: int = HIDDEN, time_dim: int = TIME_DIM) -> None:
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type={prediction_type!r} is not known; choose one of {PREDICTION_TYPES}")
+            raise ValueError(f"prediction_type={prediction_type!r} is not known; "
+                             f"choose one of {PREDICTION_TYPES}")
         self.prediction_type = prediction_type
         self.time_dim = time_dim
         self.net = nn.Sequential(
@@ -247,7 +248,7 @@ def reverse_trajectory(
 
 LATENT_DIM = 2  # generator input size
 GAN_HIDDEN = 128
-GAN_LR, GAN_BETAS = 1e-3, (0.5, 0.999)  # beta1 = 0.5 from DCGAN (Radford et al. 2016); lr 5x theirs, for 2000 steps
+GAN_LR, GAN_BETAS = 1e-3, (0.5, 0.999)  # beta1: DCGAN (Radford et al. 2016); lr 5x theirs, for 2000 steps
 
 
 class GANGenerator(nn.Module):
@@ -255,7 +256,8 @@ class GANGenerator(nn.Module):
 
     def __init__(self, hidden: int = GAN_HIDDEN) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(LATENT_DIM, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+        self.net = nn.Sequential(nn.Linear(LATENT_DIM, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, 2))
 
     def forward(self, z: Tensor) -> Tensor:
@@ -272,7 +274,8 @@ class GANDiscriminator(nn.Module):
 
     def __init__(self, hidden: int = GAN_HIDDEN) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(2, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
+        self.net = nn.Sequential(nn.Linear(2, hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
                                  nn.Linear(hidden, 1))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -283,7 +286,7 @@ def train_gan(
     points_fn: PointsSource = "gaussians8", steps: int = 2000, seed: int = 0, batch_size: int = 256,
     snapshot_every: int = 0,
 ) -> tuple[GANGenerator, dict]:
-    """Train a GAN with the non-saturating loss (Goodfellow et al. 2014, sec. 3); one D and one G step per step.
+    """Train a GAN, non-saturating loss (Goodfellow et al. 2014, sec. 3): one D, then one G step per step.
 
     Returns (generator, history) where history has "d_loss" and "g_loss" per step and, when
     ``snapshot_every`` > 0, "snapshots": {step: 1000 generated points (1000, 2)}.
@@ -305,8 +308,8 @@ def train_gan(
     return g.eval(), history
 
 
-def _gan_step(g: GANGenerator, d: GANDiscriminator, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-              real: Tensor, generator: torch.Generator, history: dict) -> None:
+def _gan_step(g: GANGenerator, d: GANDiscriminator, opt_g: torch.optim.Optimizer,
+              opt_d: torch.optim.Optimizer, real: Tensor, generator: torch.Generator, history: dict) -> None:
     """One discriminator step, then one generator step, on a batch of real points (B, 2)."""
     batch_size = real.shape[0]
     # 1. discriminator: real -> 1, fake -> 0 (binary cross-entropy, eq. 1)
@@ -329,7 +332,7 @@ def _gan_step(g: GANGenerator, d: GANDiscriminator, opt_g: torch.optim.Optimizer
 # Measuring mode coverage
 # ---------------------------------------------------------------------------------------------
 
-MIN_MODE_FRACTION = 0.2  # a mode is covered with >= 20% of its fair share (Lin et al. 2018, PacGAN: 20 of 100)
+MIN_MODE_FRACTION = 0.2  # a mode is covered with >= 20% of its fair share (Lin et al. 2018, PacGAN)
 
 
 def mode_coverage(points: Tensor, mixture: GaussianMixture, radius_in_std: float = 3.0) -> dict:

@@ -224,7 +224,7 @@ def diffusion_loss(model: Any, schedule: Any, x0: Tensor, t: Tensor, noise: Tens
     from minidiff.schedule import q_sample, training_target
 
     xt = q_sample(schedule, x0, t, noise)
-    target = training_target(schedule, x0, noise, t, prediction_type)
+    target = training_target(schedule, x0, t, noise, prediction_type)
     return F.mse_loss(model(xt, t, cond).to(target.dtype), target)  # bf16 autocast output back to fp32
 
 

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from minidiff.layers import Downsample, ResBlock, SpatialTransformer, Upsample, group_norm, timestep_embedding
+from minidiff.schedule import PREDICTION_TYPES
 
-PREDICTION_TYPES = ("eps", "x0", "v")
 EMB_MULT = 4  # time-embedding width = 4 * base_channels (Ho et al. 2020 code)
 
 

@@ -1,14 +1,13 @@
-"""Pictures: image grids, denoising strips, schedule curves, 2-D point clouds, GIFs, and every figure.
+"""Drawing: image grids, denoising strips, schedule curves, 2-D point clouds, GIFs.
 
 Figures are ``matplotlib.figure.Figure`` objects drawn with the Agg renderer, so nothing here needs
-a display: a notebook shows the returned figure, a script saves it. ``make_figures`` regenerates
-every PNG under ``figures/``; each figure is one small function in FIGURES.
+a display: a notebook shows the returned figure, a script saves it. The recipes that train models
+and write ``figures/`` live in ``figures.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from functools import lru_cache
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
-from minidiff.shapes import make_shapes
-from minidiff.sampling import make_timesteps
-from minidiff.schedule import SCHEDULES, NoiseSchedule, make_schedule, q_sample
-from minidiff.runs import SAMPLE_PROMPTS as TRAINING_PROMPTS
-from minidiff.toy2d import (
-    MLPDenoiser,
-    eight_gaussians,
-    make_points,
-    mode_coverage,
-    reverse_trajectory,
-    train_gan,
-    train_toy,
-)
+from minidiff.schedule import NoiseSchedule, q_sample
 
 PANEL = 2.2  # inches per image panel
 POINT_LIM = 2.6  # axis half-width for 2-D plots: every dataset lies within radius ~2.5
@@ -56,7 +43,8 @@ def image_grid(images: Tensor, nrow: int = 8, padding: int = 1, pad_value: int =
         raise ValueError(f"nrow={nrow} must be >= 1")
     n, _, h, w = images.shape
     cols, rows = min(nrow, n), -(-n // nrow)
-    grid = np.full((rows * (h + padding) + padding, cols * (w + padding) + padding, 3), pad_value, dtype=np.uint8)
+    shape = (rows * (h + padding) + padding, cols * (w + padding) + padding, 3)
+    grid = np.full(shape, pad_value, dtype=np.uint8)
     for i, img in enumerate(to_uint8(images)):  # img: (H, W, 3)
         r, c = divmod(i, nrow)
         top, left = padding + r * (h + padding), padding + c * (w + padding)
@@ -104,7 +92,8 @@ def plot_schedules(schedules: Sequence[NoiseSchedule]) -> Figure:
         frac = (torch.arange(s.T, dtype=torch.float64) + 1) / s.T  # (T,)
         axes[0, 0].plot(frac, s.alpha_bar, label=s.name)
         axes[0, 1].plot(frac, s.log_snr, label=s.name)
-    for ax, name in zip(axes[0], ("alpha_bar: share of signal variance", "log-SNR = log(alpha_bar / (1 - alpha_bar))")):
+    titles = ("alpha_bar: share of signal variance", "log-SNR = log(alpha_bar / (1 - alpha_bar))")
+    for ax, name in zip(axes[0], titles):
         ax.set_xlabel("t / T")
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
@@ -116,7 +105,8 @@ def plot_noised(image: Tensor, schedule: NoiseSchedule, ts: Sequence[int], seed:
     """One image (3, H, W) drawn from q(x_t | x_0) at each t in ``ts``, with the same noise for every t."""
     noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(seed))  # (3, H, W)
     t = torch.tensor(list(ts))  # (n,)
-    xt = q_sample(schedule, image.expand(len(ts), *image.shape), t, noise.expand(len(ts), *image.shape))  # (n, 3, H, W)
+    shape = (len(ts), *image.shape)  # (n, 3, H, W)
+    xt = q_sample(schedule, image.expand(shape), t, noise.expand(shape))  # (n, 3, H, W)
     titles = [f"t={int(ti)}  alpha_bar={schedule.alpha_bar[ti]:.3f}" for ti in ts]
     return denoising_strip(list(xt), titles)
 
@@ -133,7 +123,8 @@ def plot_points(points: Tensor, ax: Axes | None = None, title: str = "", colour:
     return ax
 
 
-def plot_reverse_2d(trajectory: Sequence[Tensor], snapshots: int = 6, labels: Sequence[str] | None = None) -> Figure:
+def plot_reverse_2d(trajectory: Sequence[Tensor], snapshots: int = 6,
+                    labels: Sequence[str] | None = None) -> Figure:
     """Snapshots of a 2-D reverse process; trajectory is a list [x_T, ..., x_0] of (N, 2).
 
     The snapshots crowd towards the end (frame k of s is at 1 - (1 - k / (s - 1))^2 of the run),
@@ -150,7 +141,8 @@ def plot_reverse_2d(trajectory: Sequence[Tensor], snapshots: int = 6, labels: Se
 
 def coverage_title(name: str, coverage: dict) -> str:
     """'name: 8/8 modes, 1.1% off-mode' from a mode_coverage dict."""
-    return f"{name}: {coverage['covered']}/{coverage['modes']} modes, {100 * coverage['off_mode']:.1f}% off-mode"
+    off_mode = 100 * coverage["off_mode"]
+    return f"{name}: {coverage['covered']}/{coverage['modes']} modes, {off_mode:.1f}% off-mode"
 
 
 def plot_gan_vs_diffusion(gan_pts: Tensor, diff_pts: Tensor, data_pts: Tensor, gan_cov: dict, diff_cov: dict,
@@ -170,8 +162,9 @@ def figure_to_array(fig: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def save_gif(frames: Sequence[Tensor | np.ndarray | Figure], path: str | Path, duration_ms: int = 100) -> Path:
-    """Write an animated GIF; each frame is an image (3, H, W) in [-1, 1], a uint8 array (H, W, 3) or a Figure."""
+def save_gif(frames: Sequence[Tensor | np.ndarray | Figure], path: str | Path,
+             duration_ms: int = 100) -> Path:
+    """Write an animated GIF; each frame an image (3, H, W) in [-1, 1], uint8 array (H, W, 3) or Figure."""
     if not frames:
         raise ValueError("frames is empty; pass at least one frame")
 
@@ -185,93 +178,3 @@ def save_gif(frames: Sequence[Tensor | np.ndarray | Figure], path: str | Path, d
     images = [as_pil(f) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
     return path
-
-
-# ---------------------------------------------------------------------------------------------
-# The figures of the project: one function each, (out_dir, fast) -> path of the PNG written
-# ---------------------------------------------------------------------------------------------
-
-TOY_STEPS, TOY_STEPS_FAST = 2000, 200  # diffusion training steps (train_toy default) and the quick version
-GAN_STEPS, GAN_STEPS_FAST = 2000, 200
-N_POINTS = 2000  # points per 2-D scatter
-REVERSE_STEPS = 50  # DDIM steps for the 2-D figures
-NOISING_TS = (0, 100, 250, 500, 750, 999)  # timesteps shown in figures/noising.png
-DPI = 120
-
-
-@lru_cache(maxsize=2)
-def _toy_diffusion(fast: bool) -> MLPDenoiser:
-    """The 8-Gaussian diffusion model shared by the 2-D figures (trained once per process)."""
-    return train_toy("gaussians8", steps=TOY_STEPS_FAST if fast else TOY_STEPS, schedule=make_schedule("linear"))[0]
-
-
-def _save(fig: Figure, out_dir: Path, name: str) -> Path:
-    path = out_dir / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    return path
-
-
-def figure_schedules(out_dir: Path, fast: bool) -> Path:
-    """figures/schedules.png: alpha_bar and log-SNR of every schedule with T = 1000."""
-    return _save(plot_schedules([make_schedule(name, 1000) for name in SCHEDULES]), out_dir, "schedules.png")
-
-
-def figure_noising(out_dir: Path, fast: bool) -> Path:
-    """figures/noising.png: one shapes image noised at several t under the cosine schedule."""
-    image = make_shapes(1, seed=3)[0][0]  # (3, H, W)
-    return _save(plot_noised(image, make_schedule("cosine", 1000), NOISING_TS), out_dir, "noising.png")
-
-
-def figure_reverse_2d(out_dir: Path, fast: bool) -> Path:
-    """figures/reverse_2d.png: 2000 points carried from noise to the 8-Gaussian ring by DDIM (50 steps)."""
-    schedule = make_schedule("linear")
-    _, trajectory = reverse_trajectory(_toy_diffusion(fast), N_POINTS, schedule, steps=REVERSE_STEPS)
-    ts = make_timesteps(schedule.T, REVERSE_STEPS).tolist()
-    labels = [f"step {i}: x_t, t={t}" for i, t in enumerate(ts)] + [f"step {REVERSE_STEPS}: x_0"]
-    return _save(plot_reverse_2d(trajectory, labels=labels), out_dir, "reverse_2d.png")
-
-
-def figure_gan_vs_diffusion(out_dir: Path, fast: bool) -> Path:
-    """figures/gan_vs_diffusion.png: GAN and diffusion samples on the 8-Gaussian ring with modes covered."""
-    mixture, generator = eight_gaussians(), torch.Generator().manual_seed(0)
-    data = make_points("gaussians8", N_POINTS, generator)
-    gan = train_gan("gaussians8", steps=GAN_STEPS_FAST if fast else GAN_STEPS)[0].sample(N_POINTS, generator)
-    diff, _ = reverse_trajectory(_toy_diffusion(fast), N_POINTS, make_schedule("linear"), REVERSE_STEPS, seed=1)
-    fig = plot_gan_vs_diffusion(gan, diff, data, mode_coverage(gan, mixture), mode_coverage(diff, mixture),
-                                mode_coverage(data, mixture))
-    return _save(fig, out_dir, "gan_vs_diffusion.png")
-
-
-SAMPLE_PROMPTS = (*TRAINING_PROMPTS, "a large orange square at the bottom left on a black background")
-GUIDANCE_SCALES = (0.0, 1.0, 3.0, 5.0, 7.5, 10.0)
-
-
-def figure_samples(out_dir: Path, fast: bool) -> Path:
-    """figures/samples.png: the shipped pipeline, one row per prompt, one column per seed (20 steps)."""
-    from minidiff.pipeline import load_pipeline
-
-    pipe, seeds = load_pipeline(device="cpu"), 3 if fast else 6
-    images = pipe([p for p in SAMPLE_PROMPTS for _ in range(seeds)], seeds=[s for _ in SAMPLE_PROMPTS for s in range(seeds)],
-                  steps=5 if fast else 20)
-    return save_grid(images, out_dir / "samples.png", nrow=seeds, scale=4)
-
-
-def figure_guidance(out_dir: Path, fast: bool) -> Path:
-    """figures/guidance.png: one prompt and seed at guidance scales 0, 1, 3, 5, 7.5 and 10."""
-    from minidiff.pipeline import load_pipeline
-
-    pipe = load_pipeline(device="cpu")
-    frames = [pipe(SAMPLE_PROMPTS[0], seeds=1, steps=5 if fast else 20, guidance_scale=w)[0] for w in GUIDANCE_SCALES]
-    fig = denoising_strip(frames, [f"guidance {w:g}" for w in GUIDANCE_SCALES])
-    return _save(fig, out_dir, "guidance.png")
-
-
-FIGURES: list[Callable[[Path, bool], Path]] = [
-    figure_schedules, figure_noising, figure_reverse_2d, figure_gan_vs_diffusion, figure_samples, figure_guidance,
-]
-
-
-def make_figures(out_dir: str | Path = "figures", fast: bool = False) -> list[Path]:
-    """Regenerate every figure in FIGURES under ``out_dir``; ``fast`` trains tiny models (for tests)."""
-    return [make(Path(out_dir), fast) for make in FIGURES]

@@ -1,6 +1,6 @@
 """ipywidgets controls for notebooks: type a prompt, move a slider, press Generate, see the picture.
 
-``generation_controls(pipeline)`` returns a box of widgets whose ``render()`` runs the pipeline once
+``GenerationControls(pipeline)`` is a box of widgets whose ``render()`` runs the pipeline once
 with the current settings. In a live notebook the Generate button calls it; headless (nbclient, CI)
 nothing clicks, so call ``render()`` yourself and show ``png`` as a static picture.
 """
@@ -59,8 +59,8 @@ class GenerationControls(widgets.VBox):
         self.image = widgets.Image(format="png", width=DISPLAY_SIZE)
         self.png = b""
         self.button.on_click(lambda _: self.render())
-        super().__init__([self.prompt, widgets.HBox([self.seed, self.sampler]), self.steps, self.guidance_scale,
-                          widgets.HBox([self.button, self.status]), self.image])
+        super().__init__([self.prompt, widgets.HBox([self.seed, self.sampler]), self.steps,
+                          self.guidance_scale, widgets.HBox([self.button, self.status]), self.image])
 
     def settings(self) -> dict:
         """The keyword arguments the next ``render()`` passes to the pipeline."""
@@ -82,10 +82,3 @@ class GenerationControls(widgets.VBox):
                              f"guidance {settings['guidance_scale']}")
         return images
 
-
-def generation_controls(pipeline: Callable[..., torch.Tensor], **defaults) -> GenerationControls:
-    """Widgets that regenerate ``pipeline(prompts, seeds, steps, sampler, guidance_scale)`` on demand.
-
-    ``defaults`` sets the starting prompt, seed, steps, guidance_scale and sampler.
-    """
-    return GenerationControls(pipeline, **defaults)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from minidiff.pipeline import MANIFEST
+from minidiff.pipeline import WEIGHTS_DIR
 
 
 def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -29,7 +29,7 @@ def test_bad_input_exits_2_without_a_traceback(args, message):
 
 
 def test_the_shipped_weights_are_listed():
-    assert MANIFEST.exists()
+    assert (WEIGHTS_DIR / "manifest.json").exists()
 
 
 @pytest.mark.parametrize("args,message", [

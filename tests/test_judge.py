@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from minidiff.shapes import Object, Scene, make_shapes, parse_caption, render
-from minidiff.judge import (PRESETS, WEIGHTS, Judge, JudgeConfig, adherence, all_right, augment, evaluate_judge, load_judge,
-                            judge_loss, predict_scenes, save_judge, scene_targets, score_scene, train_judge)
+from minidiff.judge import (PRESETS, SCORED, WEIGHTS, Judge, JudgeConfig, adherence, all_right, augment, evaluate_judge,
+                            judge_loss, load_judge, predict_scenes, save_judge, scene_targets, score_scene, train_judge)
 
-ATTRIBUTES = ("shape", "colour", "size", "position", "background", "count", "relation", "all")
+SCORES = (*SCORED, "all")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_shipped_weights_are_small_and_describe_themselves():
 
 def test_shipped_judge_is_near_perfect_on_real_images(judge):
     scores = evaluate_judge(judge, 600)
-    assert all(scores[a] >= 0.99 for a in ATTRIBUTES), scores
+    assert all(scores[a] >= 0.99 for a in SCORES), scores
 
 
 def test_predict_scenes_reads_the_exact_scene(judge, real):
@@ -58,7 +58,7 @@ def test_tolerates_mild_noise(judge, real):
 def test_adherence_own_captions_vs_shuffled(judge, real):
     images, captions, _ = real
     own = adherence(judge, images, captions)
-    assert all(own[a] == 1.0 for a in ATTRIBUTES), own
+    assert all(own[a] == 1.0 for a in SCORES), own
     shuffled = adherence(judge, images, captions[1:] + captions[:1])
     assert shuffled["all"] < 0.1
     assert all(shuffled[a] < 0.7 for a in ("shape", "colour", "size", "position", "background", "count")), shuffled

@@ -6,9 +6,11 @@ import sys
 import pytest
 import torch
 
-from minidiff.shapes import vocabulary
+from minidiff.guidance import cfg
 from minidiff.pipeline import Pipeline
+from minidiff.sampling import SAMPLERS, sample
 from minidiff.schedule import make_schedule
+from minidiff.shapes import vocabulary
 from minidiff.text import TextEncoder, TextEncoderConfig, Tokenizer
 from minidiff.unet import UNet, UNetConfig
 from minidiff.vae import VAE, VAEConfig
@@ -21,8 +23,8 @@ def tiny_pipeline(latent: bool = True) -> Pipeline:
     tokenizer = Tokenizer(vocabulary())
     encoder = TextEncoder(TextEncoderConfig(vocab_size=len(tokenizer), dim=16, layers=1, heads=2)).eval()
     vae = VAE(VAEConfig(base_channels=8)).eval() if latent else None
-    unet = UNet(UNetConfig(in_channels=4 if latent else 3, base_channels=8, channel_mults=(1, 2), attention_levels=(1,),
-                           text_dim=16, heads=2)).eval()
+    unet = UNet(UNetConfig(in_channels=4 if latent else 3, base_channels=8, channel_mults=(1, 2),
+                           attention_levels=(1,), text_dim=16, heads=2)).eval()
     torch.nn.init.normal_(unet.conv_out.weight, std=0.1)  # the U-Net starts zero-initialised: wake it up
     return Pipeline(unet, encoder, tokenizer, make_schedule("cosine", 1000), vae, resolution=32)
 
@@ -34,10 +36,26 @@ def test_same_seed_same_image_bitwise_and_seeds_are_per_image():
     assert a.shape == (2, 3, 32, 32) and torch.equal(a, b)
     assert not torch.equal(a[0], a[1])
     starts = []
-    pipe([PROMPT], seeds=[4], steps=4, sampler="ddpm", callback=lambda i, t, xt, *_: starts.append(xt) if i == 0 else None)
+    pipe([PROMPT], seeds=[4], steps=4, sampler="ddpm",
+         callback=lambda i, t, xt, *_: starts.append(xt) if i == 0 else None)
     pipe([PROMPT, PROMPT], seeds=[3, 4], steps=4, sampler="ddpm",
          callback=lambda i, t, xt, *_: starts.append(xt) if i == 0 else None)
-    assert torch.equal(starts[0][0], starts[1][1]), "an image's starting noise must depend on its own seed only"
+    assert torch.equal(starts[0][0], starts[1][1]), "an image's starting noise depends on its own seed only"
+
+
+@pytest.mark.parametrize("sampler,guidance_scale,eta", [
+    *[(s, w, 0.0) for s in SAMPLERS for w in (1.0, 4.0)], ("ddim", 4.0, 0.5),
+])
+def test_the_written_out_loop_equals_sample_bitwise(sampler, guidance_scale, eta):
+    """Pipeline.__call__'s own loop against sampling.sample with the cfg wrapper, from the same seeds."""
+    pipe, prompts, seeds = tiny_pipeline(), [PROMPT, "a small blue square"], [3, 4]
+    images = pipe(prompts, seeds=seeds, steps=4, sampler=sampler, guidance_scale=guidance_scale, eta=eta)
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    x_T = torch.stack([torch.randn(4, 8, 8, generator=g) for g in generators])  # (2, 4, 8, 8)
+    model = cfg(pipe.unet, guidance_scale, pipe.encode([""]))
+    cond = pipe.encode(prompts)  # (2, L, D)
+    x0 = sample(model, x_T, pipe.schedule, 4, sampler, cond=cond, generator=generators, eta=eta)
+    assert torch.equal(images, pipe.decode(x0))
 
 
 def test_same_seed_in_a_second_process_is_bitwise_equal(tmp_path):
@@ -91,7 +109,7 @@ def test_bad_input_names_what_is_wrong(kwargs, message):
 def test_unknown_words_and_too_long_prompts_are_refused():
     with pytest.raises(ValueError, match="circel"):
         tiny_pipeline()("a large red circel")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"102 tokens long .* at most max_len=32 \(30 words\); shorten it"):
         tiny_pipeline()(" ".join(["red"] * 100))
 
 

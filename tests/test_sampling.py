@@ -5,9 +5,21 @@ import math
 import pytest
 import torch
 
-from minidiff.guidance import cfg
-from minidiff.sampling import SAMPLERS, ddim_invert, make_timesteps, model_evaluations, sample
-from minidiff.schedule import make_schedule
+from minidiff.guidance import cfg, cfg_combine
+from minidiff.sampling import (
+    SAMPLERS,
+    ddim_invert,
+    ddim_step,
+    ddpm_step,
+    dpmpp_2m_step,
+    euler_step,
+    exponential_step,
+    heun_step,
+    make_timesteps,
+    model_evaluations,
+    sample,
+)
+from minidiff.schedule import make_schedule, q_posterior
 from minidiff.toy2d import AnalyticDenoiser, GaussianMixture
 
 SCHEDULE = make_schedule("cosine", 1000)
@@ -75,7 +87,8 @@ def test_convergence_order(sampler, order):
     """Halving the step size divides the ODE error by about 2**order (measured 1.0 and 1.6-1.8)."""
     model, z = AnalyticDenoiser(mixture(), SCHEDULE), noise(200)
     reference = sample(model, z, SCHEDULE, 1000, "heun")
-    errs = [(sample(model, z, SCHEDULE, n, sampler) - reference).norm(dim=1).mean().item() for n in (10, 20, 40)]
+    errs = [(sample(model, z, SCHEDULE, n, sampler) - reference).norm(dim=1).mean().item()
+            for n in (10, 20, 40)]
     rates = [math.log2(errs[i] / errs[i + 1]) for i in range(2)]
     if order == 1:
         assert all(0.8 < r < 1.2 for r in rates), rates
@@ -137,6 +150,9 @@ def test_guidance_formula_and_scales():
     cond, uncond = torch.full((3, 4, 8), 2.0), torch.full((1, 4, 8), 0.5)
     for w in (0.0, 1.0, 7.5):
         assert torch.allclose(cfg(model, w, uncond)(xt, t, cond), torch.full((3, 2), 0.5 + w * 1.5))
+        guided = cfg_combine(torch.full((2,), 0.5), torch.full((2,), 2.0), w)
+        assert torch.equal(guided, torch.full((2,), 0.5 + w * 1.5))  # exact in binary: 0.5 + w 1.5
+    assert cfg(model, 1.0, uncond) is model  # scale 1 is the conditional model: no second branch to run
     with pytest.raises(ValueError, match="guidance_scale=-1"):
         cfg(model, -1, uncond)
 
@@ -145,7 +161,8 @@ def test_guidance_formula_and_scales():
 def test_guidance_works_with_every_sampler(sampler):
     """Two-class mixture: cond picks a component; scale 1 reproduces the conditional, 0 the unconditional."""
     mix = mixture()
-    comps = [GaussianMixture(torch.ones(1, dtype=torch.float64), mix.means[k:k + 1], mix.covs[k:k + 1]) for k in (0, 1)]
+    comps = [GaussianMixture(torch.ones(1, dtype=torch.float64), mix.means[k:k + 1], mix.covs[k:k + 1])
+             for k in (0, 1)]
 
     class ClassModel:
         prediction_type = "x0"
@@ -166,3 +183,37 @@ def test_guidance_works_with_every_sampler(sampler):
     x = sample(cfg(ClassModel(), 0.0, uncond), noise(n), SCHEDULE, 30, sampler, cond=cond,
                generator=torch.Generator().manual_seed(0))
     assert torch.allclose(x.mean(0), mix.mean, atol=0.1)
+
+
+def test_every_deterministic_step_is_exact_on_a_point_mass():
+    """Data at one point c: the ODE keeps eps fixed, so a_t c + s_t eps must step to a_prev c + s_prev eps."""
+    c, eps = torch.tensor([[1.5, -0.5]], dtype=torch.float64), torch.tensor([[0.3, 2.0]], dtype=torch.float64)
+    ab = SCHEDULE.alpha_bar.tolist()
+    for t, t_prev, t_last in ((999, 700, None), (600, 400, 800), (50, 10, 90)):
+        ab_t, ab_prev = ab[t], ab[t_prev]
+        xt = math.sqrt(ab_t) * c + math.sqrt(1 - ab_t) * eps
+        exact = math.sqrt(ab_prev) * c + math.sqrt(1 - ab_prev) * eps
+        steps = {
+            "ddim": ddim_step(c, eps, ab_t, ab_prev, 0.0, None),
+            "euler": euler_step(xt, eps, ab_t, ab_prev),
+            "exponential": exponential_step(xt, c, ab_t, ab_prev),
+            "heun": heun_step(xt, c, c, ab_t, ab_prev),
+            "dpmpp_2m": dpmpp_2m_step(xt, c, None if t_last is None else c, ab[t_last or 0], ab_t, ab_prev),
+        }
+        for name, x in steps.items():
+            assert torch.allclose(x, exact, rtol=0, atol=1e-9), (name, t)
+    assert torch.equal(dpmpp_2m_step(xt, c, c, ab[90], ab[50], 1.0), c)  # the final jump lands on x0_pred
+
+
+def test_ddpm_step_samples_the_posterior_and_ddim_eta_adds_its_variance():
+    x0, xt = torch.tensor([[0.7, -1.0]], dtype=torch.float64), torch.tensor([[0.2, 0.4]], dtype=torch.float64)
+    noise, t = torch.tensor([[1.0, -2.0]], dtype=torch.float64), 400
+    mean, var = q_posterior(SCHEDULE, x0, xt, torch.tensor([t]))
+    ab_t, ab_prev = SCHEDULE.alpha_bar[t].item(), SCHEDULE.alpha_bar[t - 1].item()
+    assert torch.allclose(ddpm_step(xt, x0, ab_t, ab_prev, noise), mean + var.sqrt() * noise, atol=1e-12)
+    assert torch.equal(ddpm_step(xt, x0, ab_t, 1.0, noise), x0)  # the clean end: no noise
+    # eta = 1: the variance of Song et al. eq. 16 is the posterior's (Ho et al. eq. 7)
+    eps = (xt - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)
+    zero = torch.zeros_like(x0)
+    spread = ddim_step(x0, eps, ab_t, ab_prev, 1.0, noise) - ddim_step(x0, eps, ab_t, ab_prev, 1.0, zero)
+    assert torch.allclose(spread, var.sqrt() * noise, atol=1e-12)

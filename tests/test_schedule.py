@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from minidiff.schedule import (
-    SCHEDULES, make_schedule, predict_eps, predict_x0, q_posterior, q_sample, score_from_eps,
-    training_target, velocity,
+    SCHEDULES,
+    log_snr_from_alpha_bar,
+    make_schedule,
+    predict_eps,
+    predict_x0,
+    q_posterior,
+    q_sample,
+    score_from_eps,
+    sigma_from_alpha_bar,
+    training_target,
+    velocity,
 )
 
 
@@ -85,7 +94,7 @@ def test_q_sample_equals_t_single_steps_monte_carlo(name):
 
 
 def test_posterior_matches_bayes_rule_by_monte_carlo():
-    """Draw x_{t-1} ~ q(x_{t-1}|x0), then x_t; among samples with x_t near a value, x_{t-1} has the posterior law."""
+    """Draw x_{t-1} ~ q(x_{t-1}|x0), then x_t; where x_t is near a value, x_{t-1} follows the posterior."""
     s = make_schedule("linear", 100)
     t, n, x0_val = 40, 2_000_000, 0.7
     g = torch.Generator().manual_seed(1)
@@ -94,8 +103,8 @@ def test_posterior_matches_bayes_rule_by_monte_carlo():
     xt = s.alphas[t].sqrt() * x_prev + s.betas[t].sqrt() * torch.randn(n, generator=g, dtype=torch.float64)
     target = 0.3
     near = (xt - target).abs() < 0.01
-    mean, var = q_posterior(s, torch.tensor([x0_val], dtype=torch.float64), torch.tensor([target], dtype=torch.float64),
-                            torch.tensor([t]))
+    mean, var = q_posterior(s, torch.tensor([x0_val], dtype=torch.float64),
+                            torch.tensor([target], dtype=torch.float64), torch.tensor([t]))
     assert x_prev[near].mean().item() == pytest.approx(mean.item(), abs=0.01)
     assert x_prev[near].var().item() == pytest.approx(var.item(), rel=0.1)
     with pytest.raises(ValueError, match="t >= 1"):
@@ -108,7 +117,7 @@ def test_conversions_invert_each_other(ptype):
     x0, noise = torch.randn(8, 5, dtype=torch.float64), torch.randn(8, 5, dtype=torch.float64)
     t = torch.randint(0, 1000, (8,))
     xt = q_sample(s, x0, t, noise)
-    pred = training_target(s, x0, noise, t, ptype)
+    pred = training_target(s, x0, t, noise, ptype)
     assert torch.allclose(predict_x0(s, pred, xt, t, ptype), x0, atol=1e-6)
     assert torch.allclose(predict_eps(s, pred, xt, t, ptype), noise, atol=1e-6)
 
@@ -117,8 +126,19 @@ def test_velocity_and_score_closed_forms():
     s = make_schedule("cosine", 1000)
     x0, noise, t = torch.tensor([[2.0]]), torch.tensor([[-1.0]]), torch.tensor([500])
     ab = s.alpha_bar[500].item()
-    assert velocity(s, x0, noise, t).item() == pytest.approx(math.sqrt(ab) * -1.0 - math.sqrt(1 - ab) * 2.0, rel=1e-5)
+    v = math.sqrt(ab) * -1.0 - math.sqrt(1 - ab) * 2.0
+    assert velocity(s, x0, t, noise).item() == pytest.approx(v, rel=1e-5)
     # for x0 fixed, q(xt|x0) is Gaussian: its score is -(xt - sqrt(ab) x0) / (1 - ab) = -eps / sqrt(1 - ab)
     xt = q_sample(s, x0, t, noise)
     exact = -(xt - math.sqrt(ab) * x0) / (1 - ab)
     assert torch.allclose(score_from_eps(s, noise, t), exact, atol=1e-5)
+
+
+def test_sigma_and_log_snr_of_one_alpha_bar():
+    """alpha_bar = 0.2: sigma = sqrt(0.8 / 0.2) = 2 and log-SNR = log(0.25); alpha_bar = 0.5: log-SNR = 0."""
+    assert sigma_from_alpha_bar(0.2) == pytest.approx(2.0, rel=1e-15)
+    assert log_snr_from_alpha_bar(0.2) == pytest.approx(math.log(0.25), rel=1e-15)
+    assert log_snr_from_alpha_bar(0.5) == 0.0 and sigma_from_alpha_bar(1.0) == 0.0
+    s = make_schedule("cosine", 100)
+    assert torch.equal(s.sigma, sigma_from_alpha_bar(s.alpha_bar))
+    assert s.log_snr[40].item() == pytest.approx(log_snr_from_alpha_bar(s.alpha_bar[40].item()), rel=1e-12)

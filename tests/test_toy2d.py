@@ -80,8 +80,8 @@ def test_mode_coverage_rejects_the_wrong_shape():
 
 def test_the_exact_denoiser_of_the_ring_gives_back_the_ring():
     mix = eight_gaussians()
-    x = sample(AnalyticDenoiser(mix, LINEAR), torch.randn(4000, 2, generator=gen(0), dtype=torch.float64), LINEAR, 50,
-               "ddim")
+    x_T = torch.randn(4000, 2, generator=gen(0), dtype=torch.float64)
+    x = sample(AnalyticDenoiser(mix, LINEAR), x_T, LINEAR, 50, "ddim")
     cov = mode_coverage(x, mix)
     assert cov["covered"] == 8 and cov["off_mode"] < 0.03  # data: 1.1%
 

@@ -1,4 +1,4 @@
-"""Image grids against hand-computed pixels, and every figure written as a non-empty PNG."""
+"""Image grids against hand-computed pixels; every figure written at its size, showing what it should."""
 
 import numpy as np
 import pytest
@@ -6,12 +6,13 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
+from minidiff.figures import SAMPLE_PROMPTS, figure_samples, make_figures
+from minidiff.pipeline import load_pipeline
 from minidiff.schedule import make_schedule
 from minidiff.viz import (
     denoising_strip,
     figure_to_array,
     image_grid,
-    make_figures,
     plot_gan_vs_diffusion,
     plot_noised,
     plot_points,
@@ -58,7 +59,8 @@ def test_save_grid_and_gif_round_trip(tmp_path):
     assert np.array_equal(np.asarray(Image.open(path)), image_grid(images, 5))
     big = np.asarray(Image.open(save_grid(images, tmp_path / "big.png", nrow=5, scale=3)))
     assert big.shape == (3 * image_grid(images, 5).shape[0], 3 * image_grid(images, 5).shape[1], 3)
-    assert np.array_equal(big[::3, ::3], image_grid(images, 5)) and np.array_equal(big[2::3, 1::3], big[::3, ::3])
+    assert np.array_equal(big[::3, ::3], image_grid(images, 5))
+    assert np.array_equal(big[2::3, 1::3], big[::3, ::3])
     with pytest.raises(ValueError, match="scale=0"):
         save_grid(images, tmp_path / "c.png", scale=0)
     gif = save_gif([images[0], images[1], plot_points(torch.randn(10, 2)).figure], tmp_path / "a.gif")
@@ -81,10 +83,24 @@ def test_plots_return_figures_with_one_panel_per_item():
     assert figure_to_array(fig).shape[2] == 3
 
 
-def test_make_figures_fast_writes_every_png(tmp_path):
-    paths = make_figures(tmp_path, fast=True)
-    names = {p.name for p in paths}
-    assert {"schedules.png", "noising.png", "reverse_2d.png", "gan_vs_diffusion.png"} <= names
-    for p in paths:
-        assert p.parent == tmp_path and p.stat().st_size > 10_000
-        assert Image.open(p).size[0] > 300
+def test_make_figures_fast_writes_every_png_at_its_size(tmp_path):
+    paths = {p.name: p for p in make_figures(tmp_path, fast=True)}
+    # width x height in pixels: panels x inches per panel x DPI (120); samples: 3 seeds of 32 px + 1 px
+    # padding, drawn 4x, one row per prompt
+    rows = len(SAMPLE_PROMPTS)
+    assert {name: Image.open(p).size for name, p in paths.items()} == {
+        "schedules.png": (768, 384), "noising.png": (1584, 264), "reverse_2d.png": (1728, 288),
+        "gan_vs_diffusion.png": (1080, 360), "samples.png": (4 * (3 * 33 + 1), 4 * (rows * 33 + 1)),
+        "guidance.png": (1584, 264),
+    }
+    assert all(p.parent == tmp_path for p in paths.values())
+    # one line per schedule, in matplotlib's first three colours: blue, orange, green
+    pixels = {tuple(c) for c in np.asarray(Image.open(paths["schedules.png"]).convert("RGB")).reshape(-1, 3)}
+    assert {(31, 119, 180), (255, 127, 14), (44, 160, 44)} <= pixels
+
+
+def test_figure_samples_shows_the_pipeline_prompt_by_row_and_seed_by_column(tmp_path):
+    grid = np.asarray(Image.open(figure_samples(tmp_path, fast=True)).convert("RGB"))[::4, ::4]
+    pipe = load_pipeline(device="cpu")
+    images = torch.cat([pipe([p] * 3, seeds=[0, 1, 2], steps=5) for p in SAMPLE_PROMPTS])
+    assert np.array_equal(grid, image_grid(images, nrow=3))

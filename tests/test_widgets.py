@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from minidiff.widgets import DISPLAY_SIZE, generation_controls, to_png
+from minidiff.widgets import DISPLAY_SIZE, GenerationControls, to_png
 
 
 class StubPipeline:
@@ -31,7 +31,7 @@ def decode(png: bytes) -> Image.Image:
 
 def test_render_passes_settings_and_shows_the_image():
     pipe = StubPipeline()
-    controls = generation_controls(pipe, seed=7, steps=5, guidance_scale=2.0, sampler="ddim")
+    controls = GenerationControls(pipe, seed=7, steps=5, guidance_scale=2.0, sampler="ddim")
     images = controls.render()
     assert images.shape == (1, 3, 32, 32)
     assert pipe.calls == [{"prompts": [controls.prompt.value], "seeds": [7], "steps": 5, "sampler": "ddim",
@@ -44,17 +44,18 @@ def test_render_passes_settings_and_shows_the_image():
 
 def test_changing_a_control_and_clicking_regenerates():
     pipe = StubPipeline()
-    controls = generation_controls(pipe)
+    controls = GenerationControls(pipe)
     controls.render()
     controls.seed.value, controls.sampler.value, controls.steps.value = 200, "heun", 3
     controls.button.click()
     assert len(pipe.calls) == 2
-    assert pipe.calls[-1]["seeds"] == [200] and pipe.calls[-1]["sampler"] == "heun" and pipe.calls[-1]["steps"] == 3
+    last = pipe.calls[-1]
+    assert last["seeds"] == [200] and last["sampler"] == "heun" and last["steps"] == 3
     assert decode(controls.png).getpixel((0, 0)) == (200, 0, 0)
 
 
 def test_refused_prompt_shows_the_message_and_keeps_the_picture():
-    controls = generation_controls(StubPipeline(), seed=9)
+    controls = GenerationControls(StubPipeline(), seed=9)
     controls.render()
     before = controls.png
     controls.prompt.value = "a zebra"
@@ -70,4 +71,4 @@ def test_to_png_keeps_aspect_ratio_and_checks_shape():
 
 def test_unknown_sampler_lists_the_samplers():
     with pytest.raises(ValueError, match="dpmpp_2m"):
-        generation_controls(StubPipeline(), sampler="plms")
+        GenerationControls(StubPipeline(), sampler="plms")

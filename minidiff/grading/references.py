@@ -60,11 +60,9 @@ def ddpm_posterior_step(xt: Tensor, t: Tensor, x0_pred: Tensor, alpha_bar: Tenso
 def ddim_step(xt: Tensor, t: int, t_prev: int, eps_pred: Tensor, alpha_bar: Tensor) -> Tensor:
     sched = schedule_from_alpha_bar(alpha_bar)
     t_batch = torch.full((xt.shape[0],), t, dtype=torch.long)  # (B,)
-    x0 = schedule.predict_x0(sched, eps_pred, xt, t_batch, "eps")
-    ab = alpha_bar.double().tolist()
-    step = sampling.Step(x=xt, t=t, t_prev=t_prev, ab=ab[t], ab_prev=ab[t_prev] if t_prev >= 0 else 1.0,
-                         x0=x0, eps=eps_pred, denoise=None, generator=None, eta=0.0)
-    return sampling.ddim_step(step)
+    x0_pred = schedule.predict_x0(sched, eps_pred, xt, t_batch, "eps")
+    ab = alpha_bar.double().tolist() + [1.0]  # index -1 is the clean end
+    return sampling.ddim_step(x0_pred, eps_pred, ab[t], ab[t_prev], 0.0, None)
 
 
 class _TwoBranches:
