@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
+from minidiff.checkpoint import (checkpoint_exists, load_checkpoint, load_into, pick_device, read_metadata,
+                                 save_checkpoint, write_run_manifest)
 from minidiff.shapes import ShapesConfig, make_shapes
 from minidiff.schedule import PREDICTION_TYPES, make_schedule, q_sample, training_target
 from minidiff.text import TextEncoder, Tokenizer, encode_prompts
@@ -208,13 +209,17 @@ def train_denoiser(
     opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = make_schedule(config.schedule, config.T)
     text_encoder, vae = text_encoder.to(dev).eval(), (vae.to(dev).eval() if vae is not None else None)
-    step = 0
-    if resume and (out / "train_state.json").exists():
-        state, meta = load_checkpoint(out / "train_state", map_location=dev)
+    step, loss_value, sampled_step = 0, float("nan"), None
+    if resume and checkpoint_exists(out / "train_state"):
+        state, meta = load_checkpoint(out / "train_state", map_location=dev, verify=False)
         load_into(unet, {k[6:]: v for k, v in state.items() if k.startswith("model.")}, "U-Net")
         load_into(ema, {k[4:]: v for k, v in state.items() if k.startswith("ema.")}, "EMA U-Net")
         _unflatten_optimizer(opt, state)
-        step = meta["extra"]["step"]
+        step, loss_value = meta["extra"]["step"], meta["extra"].get("loss", loss_value)
+        sampled_step = read_metadata(out / "unet", verify=False)["extra"].get("step") if checkpoint_exists(out / "unet") else None
+        if sampled_step is not None and sampled_step > step:
+            raise ValueError(f"{out / 'unet.safetensors'} is at step {sampled_step} but {out / 'train_state.safetensors'} "
+                             f"is at step {step}: they are not from one run; restore the pair or start a new --out")
     model = torch.nn.parallel.DistributedDataParallel(unet) if world > 1 else unet
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
 
@@ -223,11 +228,17 @@ def train_denoiser(
             return
         tensors = {**{f"model.{k}": v for k, v in unet.state_dict().items()},
                    **{f"ema.{k}": v for k, v in ema.state_dict().items()}, **_flatten_optimizer(opt)}
-        info = {"step": at, "train_config": dataclasses.asdict(config), "unet_config": dataclasses.asdict(unet.config)}
+        info = {"step": at, "loss": loss_value, "train_config": dataclasses.asdict(config),
+                "unet_config": dataclasses.asdict(unet.config)}
         save_checkpoint(out / "train_state", tensors, unet.config, info)
         save_checkpoint(out / "unet", ema, ema.config, {"kind": "unet", **info})
+        write_run_manifest(out)
 
-    start, loss_value, seen, first = time.perf_counter(), float("nan"), 0, step
+    if resume and step and sampled_step != step:  # killed between the two saves: the EMA weights are in train_state
+        checkpoint(step)
+    elif resume and step and rank == 0:  # killed before the manifest was rewritten: it lists the files resumed from
+        write_run_manifest(out)
+    start, seen, first = time.perf_counter(), 0, step
     bar = tqdm(total=config.steps, initial=step, desc="train U-Net", disable=not progress or rank != 0)
     while step < config.steps:
         x0, cond, t, noise = make_batch(config, step, rank, text_encoder, tokenizer, vae, dev)
@@ -291,27 +302,30 @@ def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "
     from minidiff.viz import save_grid
 
     config = train_config(preset) if isinstance(preset, str) else preset
+    pick_device(device)  # an unavailable device is refused before any folder is made
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rank, _ = _distributed()
     timings: dict[str, Any] = {}
-    if not (out / "text_encoder.json").exists():
+    if not checkpoint_exists(out / "text_encoder"):
         start = time.perf_counter()
         clip = train_clip(config.text_preset, steps=config.text_steps, seed=config.seed, device=device,
                           resolution=config.resolution, progress=progress and rank == 0)
         if rank == 0:
             save_text_encoder(clip, clip.tokenizer, out / "text_encoder")
+            write_run_manifest(out)
         timings["text_encoder_s"] = time.perf_counter() - start
     text_encoder, tokenizer = load_text_encoder(out / "text_encoder")
     vae = None
     if config.latent:
-        if not (out / "vae.json").exists():
+        if not checkpoint_exists(out / "vae"):
             start = time.perf_counter()
             trained = train_vae(VAEConfig.from_preset(config.vae_preset), steps=config.vae_steps,
                                 batch_size=config.vae_batch_size, seed=config.seed, device=device,
                                 resolution=config.resolution, progress=progress and rank == 0)
             if rank == 0:
                 save_vae(trained, str(out / "vae"))
+                write_run_manifest(out)
             timings["vae_s"] = time.perf_counter() - start
         vae = load_vae(str(out / "vae"))
     schedule = make_schedule(config.schedule, config.T)
