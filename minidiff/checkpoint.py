@@ -94,6 +94,33 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def check_writable(path: str | Path, folder: bool = False, suffixes: Iterable[str] = ()) -> Path:
+    """Raise a ValueError (worded to follow the path) unless ``path`` can be written: as a file ending in
+    one of ``suffixes`` (any suffix if empty), or as a folder with ``folder``. Creates nothing, so it
+    can run before any work; returns ``path`` as a Path."""
+    path, suffixes = Path(path), tuple(suffixes)
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError("is a file; give a folder")
+    if not folder and (path.is_dir() or str(path).endswith(("/", os.sep)) or str(path) in ("", ".")):
+        raise ValueError("is a folder; give a file path" + (f" ending in {', '.join(suffixes)}" if suffixes else ""))
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ValueError(f"has the file extension {path.suffix!r}; allowed: {', '.join(suffixes)}")
+    existing = path if folder else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot be written: {existing} is a file, not a folder")
+    probe = existing / f".minidiff-probe-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot be written: no file can be created in {existing} ({err.strerror})") from None
+    if not folder and path.exists() and not os.access(path, os.W_OK):
+        raise ValueError("cannot be written: the file exists and is read-only")
+    return path
+
+
 def remove_stale_temporaries(path: str | Path) -> list[Path]:
     """Delete temporary files that a killed save of checkpoint ``path`` left in its folder; return them.
 
