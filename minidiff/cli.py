@@ -82,9 +82,13 @@ def check_output(option: str, value: str, folder: bool = False, suffixes: Sequen
 
 def pipeline_facts(weights: Optional[str]) -> dict[str, Any]:
     """What the checks need from the checkpoints of ``--weights`` (None: the shipped ones), read from their
-    headers without building a model: training resolution, timesteps T, the tokenizer and its max_len."""
+    headers without building a model: training resolution, timesteps T, size multiple, the tokenizer, its
+    max_len, and whether it only knows shapes caption words (then the judge can read prompts back)."""
     from minidiff.pipeline import WEIGHTS_DIR
-    from minidiff.text import Tokenizer
+    from minidiff.shapes import vocabulary
+    from minidiff.text import SPECIALS, Tokenizer
+    from minidiff.unet import UNetConfig
+    from minidiff.vae import VAEConfig
 
     if weights is not None and not Path(weights).is_dir():
         raise UserError(f"--weights={weights!r} is not a folder; pass a training run's output folder "
@@ -93,18 +97,15 @@ def pipeline_facts(weights: Optional[str]) -> dict[str, Any]:
     try:
         unet, text = read_metadata(folder / "unet"), read_metadata(folder / "text_encoder")
         tokenizer = Tokenizer.from_dict(text["extra"]["tokenizer"])
-    except (ValueError, KeyError) as err:
+        train = unet["extra"].get("train_config", {})
+        latent = train.get("latent", checkpoint_exists(folder / "vae"))  # as load_pipeline decides
+        f = VAEConfig(**read_metadata(folder / "vae")["config"]).downsample_factor if latent else 1
+        multiple = f * UNetConfig(**unet["config"]).downsample_factor
+    except (ValueError, KeyError, TypeError) as err:
         raise UserError(f"--weights={str(folder)!r}: {err}") from None
-    train = unet["extra"].get("train_config", {})
     return {"resolution": train.get("resolution", 32), "T": train.get("T", 1000), "tokenizer": tokenizer,
-            "max_len": text["config"].get("max_len", 32)}
-
-
-def is_shapes_tokenizer(tokenizer: Any) -> bool:
-    """Whether every word the tokenizer knows is a shapes caption word (so the judge can read the prompt)."""
-    from minidiff.shapes import vocabulary
-
-    return set(tokenizer.tokens[3:]) <= set(vocabulary())
+            "max_len": text["config"].get("max_len", 32), "multiple": multiple,
+            "shapes": set(tokenizer.tokens[len(SPECIALS):]) <= set(vocabulary())}
 
 
 def check_prompts(option: str, prompts: Sequence[str], facts: dict[str, Any]) -> None:
@@ -114,7 +115,7 @@ def check_prompts(option: str, prompts: Sequence[str], facts: dict[str, Any]) ->
 
     for prompt in prompts:
         try:
-            if is_shapes_tokenizer(facts["tokenizer"]):
+            if facts["shapes"]:
                 parse_caption(prompt)
             facts["tokenizer"].encode([prompt], facts["max_len"])
         except ValueError as err:
@@ -141,10 +142,11 @@ def check_sample(args: argparse.Namespace, facts: dict[str, Any]) -> Path:
         raise UserError(f"--num-images={args.num_images} with {len(args.prompt)} prompts makes {total} images; "
                         f"at most {MAX_BATCH} are sampled at once")
     check_seed(args.seed, args.num_images)
-    top = MAX_SIZE_FACTOR * facts["resolution"]
+    m, top = facts["multiple"], MAX_SIZE_FACTOR * facts["resolution"]
     for option, value in (("--height", args.height), ("--width", args.width)):
-        if value is not None:
-            check_int(option, value, 1, top, f" ({MAX_SIZE_FACTOR}x the {facts['resolution']} px training resolution)")
+        if value is not None and not (m <= value <= top and value % m == 0):
+            raise UserError(f"{option}={value} is not allowed; use a multiple of {m} in {m}..{top} (the VAE and U-Net "
+                            f"downsample by {m}; {top} is {MAX_SIZE_FACTOR}x the {facts['resolution']} px training size)")
     height, width = args.height or facts["resolution"], args.width or facts["resolution"]
     grid = max(args.num_images * (width + GRID_PAD), len(args.prompt) * (height + GRID_PAD)) + GRID_PAD  # px a side
     check_int("--scale", args.scale, 1, max(1, MAX_PNG_SIDE // grid), f" (the PNG grid of {len(args.prompt)} x "
@@ -176,7 +178,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     save_grid(images, out, nrow=args.num_images, scale=args.scale)
     print(f"{out}  ({len(prompts)} images, {args.steps} {args.sampler} steps, guidance {args.guidance}, "
           f"{time.perf_counter() - start:.2f} s)", file=sys.stderr)
-    if images.shape[-1] == images.shape[-2] and is_shapes_tokenizer(facts["tokenizer"]):  # the judge reads square shapes
+    if images.shape[-1] == images.shape[-2] and facts["shapes"]:  # the judge reads square shapes images
         for line in judge_lines(images, prompts, seeds):  # what the shipped judge reads back
             print(line, file=sys.stderr)
     print(out)
