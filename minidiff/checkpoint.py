@@ -1,8 +1,14 @@
-"""Checkpoints: safetensors weights + a JSON config, written atomically; device choice.
+"""Checkpoints: one safetensors file per checkpoint, written atomically; run manifests; device choice.
 
-A checkpoint named ``runs/unet`` is two files, ``runs/unet.safetensors`` (the tensors) and
-``runs/unet.json`` (the config dataclass as a dict, plus any extra metadata). Both are written to a
-temporary file first and renamed, so a killed run never leaves half a checkpoint behind.
+A checkpoint named ``runs/unet`` is the file ``runs/unet.safetensors``: the tensors, and in its
+header the config dataclass as a dict plus any extra metadata (step, loss, kind...). The file is
+written to a temporary name in the same folder, fsync'd and renamed, so a killed run leaves either
+the old checkpoint or the new one, never a mix. ``runs/unet.json`` is a copy of the metadata for
+people to read; it is written after the rename and never read back, except for checkpoints saved
+before the metadata moved into the header (those have no header metadata).
+
+A folder's ``manifest.json`` lists the sha256 of its files (``write_run_manifest``, or
+``write_manifest`` for the shipped weights); ``load_checkpoint`` refuses a file whose hash differs.
 """
 
 from __future__ import annotations
@@ -11,22 +17,28 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Optional
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-FILE_MODE = 0o644  # mkstemp creates 0600 files; checkpoints are meant to be shared
+FILE_MODE = 0o644  # checkpoints are meant to be shared
+META_KEY = "minidiff"  # the safetensors header key that holds {"config": ..., "extra": ...} as JSON
+MANIFEST = "manifest.json"
+TMP_SUFFIX = ".tmp"  # a save in flight; one left behind was killed and is removed by the next save
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """Return the device called ``name``; ``auto`` picks CUDA, then MPS, then CPU."""
+    """Return the device called ``name``; ``auto`` picks CUDA, then MPS, then CPU.
+
+    A device that this machine does not have is a ValueError that says so.
+    """
     if name not in DEVICES:
-        raise ValueError(f"device={name!r} is not known; choose one of {DEVICES}")
+        raise ValueError(f"device={name!r} is not known; choose one of {', '.join(DEVICES)}")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -34,7 +46,9 @@ def pick_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but no CUDA GPU is visible; use 'auto' or 'cpu'")
+        raise ValueError("device='cuda' is unavailable: no CUDA GPU is visible on this machine; use auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device='mps' is unavailable: this machine has no Apple-silicon GPU (MPS); use auto or cpu")
     return torch.device(name)
 
 
@@ -43,20 +57,84 @@ def _stem(path: str | Path) -> Path:
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+def checkpoint_exists(path: str | Path) -> bool:
+    """Whether the checkpoint ``path`` (a stem, or its .safetensors/.json) has been written."""
+    return _stem(path).with_suffix(".safetensors").is_file()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` as one step: a unique temporary file in the same folder, written,
+    fsync'd, renamed over ``path``, then the folder fsync'd so the rename itself survives a crash."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":  # Windows cannot open a folder; its renames are durable enough
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_writable(path: str | Path, folder: bool = False, suffixes: Iterable[str] = ()) -> Path:
+    """Raise a ValueError (worded to follow the path) unless ``path`` can be written: as a file ending in
+    one of ``suffixes`` (any suffix if empty), or as a folder with ``folder``. Creates nothing, so it
+    can run before any work; returns ``path`` as a Path."""
+    path, suffixes = Path(path), tuple(suffixes)
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError("is a file; give a folder")
+    if not folder and (path.is_dir() or str(path).endswith(("/", os.sep)) or str(path) in ("", ".")):
+        raise ValueError("is a folder; give a file path" + (f" ending in {', '.join(suffixes)}" if suffixes else ""))
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ValueError(f"has the file extension {path.suffix!r}; allowed: {', '.join(suffixes)}")
+    existing = path if folder else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot be written: {existing} is a file, not a folder")
+    probe = existing / f".minidiff-probe-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot be written: no file can be created in {existing} ({err.strerror})") from None
+    if not folder and path.exists() and not os.access(path, os.W_OK):
+        raise ValueError("cannot be written: the file exists and is read-only")
+    return path
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete temporary files that a killed save of checkpoint ``path`` left in its folder; return them.
+
+    Only this checkpoint's own temporaries are touched (and the ``tmp*.safetensors.tmp`` names of
+    older minidiff versions), so a save of another checkpoint in flight in the same folder is safe.
+    """
+    stem = _stem(path)
+    if not stem.parent.is_dir():
+        return []
+    stale = [p for pattern in (f"{stem.name}.safetensors.*{TMP_SUFFIX}", f"{stem.name}.json.*{TMP_SUFFIX}",
+                               f"tmp*.safetensors{TMP_SUFFIX}") for p in stem.parent.glob(pattern)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def save_checkpoint(
@@ -65,49 +143,71 @@ def save_checkpoint(
     config: Any,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Save ``tensors`` (a state dict or a module) and ``config`` as ``path``.safetensors/.json.
+    """Save ``tensors`` (a state dict or a module) with ``config`` and ``extra`` as ``path``.safetensors.
 
     ``config`` is a dataclass or a dict; ``extra`` is any JSON-serialisable metadata (step, kind...).
-    Returns the stem path.
+    Both go into the safetensors header, so the checkpoint is one atomic write; ``path``.json gets a
+    copy for people to read. Returns the stem path.
     """
     stem = _stem(path)
     state = tensors.state_dict() if isinstance(tensors, torch.nn.Module) else tensors
     state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     meta = {"config": cfg, "extra": extra or {}}
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=stem.parent, suffix=".safetensors.tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, stem.with_suffix(".safetensors"))
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    atomic_write_bytes(stem.with_suffix(".json"), json.dumps(meta, indent=2).encode())
+    text = json.dumps(meta, indent=2)
+    remove_stale_temporaries(stem)
+    atomic_write_bytes(stem.with_suffix(".safetensors"), save(state, metadata={META_KEY: text}))
+    atomic_write_bytes(stem.with_suffix(".json"), (text + "\n").encode())
     return stem
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load ``path``.safetensors and ``path``.json; return (state_dict, meta).
+def read_metadata(path: str | Path, verify: bool = True) -> dict[str, Any]:
+    """The metadata ``{"config": ..., "extra": ...}`` of checkpoint ``path``, without loading its tensors.
 
-    ``meta["config"]`` is the config dict and ``meta["extra"]`` the extra metadata. A missing or
-    corrupt file raises a ValueError that names the file.
+    Read from the safetensors header; checkpoints saved before the header held it are read from their
+    .json. With ``verify``, files listed in the folder's manifest.json must match their sha256.
     """
     stem = _stem(path)
-    weights, config = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    for f in (weights, config):
-        if not f.is_file():
-            raise ValueError(f"checkpoint file {f} is missing; a checkpoint is a .safetensors and a .json with the same name")
+    weights, sidecar = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    if not weights.is_file():
+        raise ValueError(f"checkpoint file {weights} is missing; a checkpoint is a .safetensors file "
+                         f"(and a .json copy of its metadata) with the same name")
+    if verify:
+        verify_run_manifest(stem.parent, names=[weights.name, sidecar.name])
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            header = (f.metadata() or {}).get(META_KEY)
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise ValueError(f"checkpoint file {weights} is corrupt or not a safetensors file ({err})") from None
+    source, text = (weights, header) if header is not None else (sidecar, None)
+    if text is None:
+        if not sidecar.is_file():
+            raise ValueError(f"checkpoint file {sidecar} is missing, and {weights} has no metadata in its header")
+        text = sidecar.read_text()
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"checkpoint metadata in {source} is not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise ValueError(f"checkpoint metadata in {source} must be an object with a 'config' object")
+    meta.setdefault("extra", {})
+    return meta
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load checkpoint ``path``; return (state_dict, meta).
+
+    ``meta["config"]`` is the config dict and ``meta["extra"]`` the extra metadata (see
+    ``read_metadata``). A missing or corrupt file, or one whose sha256 differs from the folder's
+    manifest.json (with ``verify``), raises a ValueError that names the file.
+    """
+    meta = read_metadata(path, verify=verify)
+    weights = _stem(path).with_suffix(".safetensors")
     try:
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, RuntimeError) as err:
         raise ValueError(f"checkpoint file {weights} is corrupt or not a safetensors file ({err})") from None
-    try:
-        meta = json.loads(config.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"checkpoint config {config} is not valid JSON ({err})") from None
     return state, meta
 
 
@@ -147,11 +247,72 @@ def write_manifest(weights_dir: str | Path, commands: dict[str, str]) -> dict[st
     it from scratch; both of its files (.safetensors and .json) are listed.
     """
     folder = Path(weights_dir)
+    names = {f"{name}{suffix}": command for name, command in commands.items() for suffix in (".safetensors", ".json")}
+    return _write_manifest(folder, names)
+
+
+def write_run_manifest(folder: str | Path) -> dict[str, Any]:
+    """Write ``folder``/manifest.json: the sha256 and size of every file in a run folder (sub-folders
+    included, temporaries and the manifest itself left out); return the manifest."""
+    folder = Path(folder)
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                   if p.is_file() and p.name != MANIFEST and not p.name.endswith(TMP_SUFFIX))
+    return _write_manifest(folder, dict.fromkeys(names))
+
+
+def _write_manifest(folder: Path, names: dict[str, Optional[str]]) -> dict[str, Any]:
     files = {}
-    for name, command in commands.items():
-        for suffix in (".safetensors", ".json"):
-            path = folder / f"{name}{suffix}"
-            files[path.name] = {"sha256": sha256(path), "bytes": path.stat().st_size, "command": command}
+    for name, command in names.items():
+        path = folder / name
+        files[name] = {"sha256": sha256(path), "bytes": path.stat().st_size}
+        if command is not None:
+            files[name]["command"] = command
     manifest = {"files": files, "total_bytes": sum(f["bytes"] for f in files.values())}
-    atomic_write_bytes(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest
+
+
+def read_manifest(folder: str | Path) -> Optional[dict[str, Any]]:
+    """``folder``/manifest.json as a dict, or None when there is none; a malformed one is a ValueError."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"manifest {path} is not valid JSON ({err}); restore it or delete it") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(e, dict) and "sha256" in e for e in files.values()):
+        raise ValueError(f"manifest {path} must be an object whose 'files' map each name to its sha256")
+    return manifest
+
+
+def verify_run_manifest(folder: str | Path, names: Optional[Iterable[str]] = None,
+                        required: bool = False) -> Optional[dict[str, Any]]:
+    """Check files of ``folder`` against its manifest.json; return the manifest (None if there is none).
+
+    ``names`` (default: every listed file) limits the check; a name the manifest does not list is not
+    checked. A listed file that is missing, or whose sha256 differs, raises a ValueError naming it.
+    ``required`` makes a missing manifest an error too.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest is None:
+        if required:
+            raise ValueError(f"no manifest at {folder / MANIFEST}; its files cannot be checked")
+        return None
+    listed = manifest["files"]
+    checked = [n for n in (listed if names is None else names) if n in listed]
+
+    def fix(name: str) -> str:
+        command = listed[name].get("command")
+        return f"; rebuild it with: {command}" if command else (
+            "; copy the run folder again, or if its training was killed while saving, finish it with --resume")
+
+    for name in checked:  # every missing file first: a half-copied folder is named as such
+        if not (folder / name).is_file():
+            raise ValueError(f"file {folder / name} is missing, but {folder / MANIFEST} lists it{fix(name)}")
+    for name in checked:
+        if sha256(folder / name) != listed[name]["sha256"]:
+            raise ValueError(f"file {folder / name} is corrupt: its sha256 differs from {folder / MANIFEST}{fix(name)}")
     return manifest

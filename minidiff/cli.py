@@ -1,126 +1,277 @@
 """Every command line of minidiff: ``python -m minidiff {sample,train,eval,grade,judge,figures}``.
 
-Bad input prints one line, ``error: ...``, and exits with status 2; no tracebacks. Heavy modules are
-imported inside each command so that ``sample`` starts fast.
+Every option is checked before any work (before a model is loaded where it can be, always before a
+file is written). Bad input prints one line, ``error: ...``, naming the option, its value and what is
+allowed, and exits 2. Only UserError and ValueError become that line: any other exception is a bug
+and keeps its traceback. Heavy modules are imported inside each command.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import re
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
-if TYPE_CHECKING:
-    import torch
+from minidiff.checkpoint import atomic_write_bytes, check_writable, checkpoint_exists, pick_device, read_metadata
 
 EXIT_BAD_INPUT = 2
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+MAX_GUIDANCE = 50.0  # the guidance sweep (viz.GUIDANCE_SCALES) saturates shapes images by 10; 50 is far past it
+MAX_SIZE_FACTOR = 8  # sides up to 8x the training resolution: far past where subjects repeat (notebook 08),
+#                      while self-attention memory grows with (H * W)**2
+MAX_NUM_IMAGES = 64  # images per prompt: an 8 x 8 grid row
+MAX_BATCH = 256  # images sampled at once (prompts x --num-images): one batch in memory
+MAX_PNG_SIDE = 8192  # pixels a side of the PNG grid: 8192**2 RGB is 200 MB in memory
+MAX_EVAL_IMAGES = 50_000  # real images rendered at once by `eval --judge-images`: 12 KB each at 32 px
+MAX_EVAL_PROMPTS = 10_000  # generated images kept for scoring, 12 KB each at 32 px
+GRID_PAD = 1  # pixels between and around grid cells (viz.image_grid's default), counted in the PNG size
+DEFAULT_PRESET = "shapes-latent"
+DATA_OPTIONS = ("caption_column", "label_column", "caption_template", "image_column", "split", "max_images")
 
 
 class UserError(Exception):
-    """Input the user can fix; printed without a traceback."""
+    """Input the user can fix; printed as one ``error: ...`` line without a traceback."""
 
 
-def judge_lines(images: torch.Tensor, prompts: list[str], seeds: list[int]) -> list[str]:
-    """What the shipped judge reads back from each image (N, 3, H, W) in [-1, 1], one line per image:
-    its seed, "ok" or "MISSED" (every attribute the prompt names, and the object count), and the scene
-    it read, as a caption. E.g. ``judge, seed 0: ok     a large red circle at the top left on a blue background``.
-    """
-    from minidiff.shapes import caption, parse_caption
-    from minidiff.judge import all_right, load_judge, predict_scenes, score_scene
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block), raised as UserError."""
 
-    lines = []
-    for prompt, seed, got in zip(prompts, seeds, predict_scenes(load_judge(), images)):
-        right = all_right(score_scene(parse_caption(prompt), got))
-        read = caption(got, 0) if got.objects else f"no object on a {got.background} background"
-        lines.append(f"judge, seed {seed}: {'ok    ' if right else 'MISSED'} {read}")
-    return lines
+    def error(self, message: str) -> NoReturn:
+        raise UserError(message)
 
 
-def label_judge_lines(path: Path, images: torch.Tensor, prompts: list[str], seeds: list[int]) -> list[str]:
-    """What a run's label judge reads in each image: ``judge, seed 0: ok     seven`` when the prompt is
-    the caption of the label read, ``MISSED`` when it is another label's caption."""
-    from minidiff.data import label_caption
-    from minidiff.judge import load_any_judge, predict_labels
-    from minidiff.shapes import split_words
+def check_int(option: str, value: int, low: int, high: Optional[int] = None, why: str = "") -> None:
+    """Raise a UserError unless ``low <= value <= high`` (no upper bound when ``high`` is None)."""
+    if value < low or (high is not None and value > high):
+        allowed = f"in {low}..{high}" if high is not None else f">= {low}"
+        raise UserError(f"{option}={value} is not allowed; use an integer {allowed}{why}")
 
-    judge = load_any_judge(path)
-    template = json.loads(path.with_suffix(".json").read_text())["extra"].get("caption_template")
-    captions = [split_words(label_caption(template, n)) for n in judge.label_names] if template else []
-    lines = []
-    for prompt, seed, k in zip(prompts, seeds, predict_labels(judge, images).tolist()):
-        want = captions.index(split_words(prompt)) if split_words(prompt) in captions else None
-        verdict = "      " if want is None else "ok    " if want == k else "MISSED"
-        lines.append(f"judge, seed {seed}: {verdict} {judge.label_names[k]}")
-    return lines
+
+def check_float(option: str, value: float, low: float, high: float, why: str = "", low_open: bool = False) -> None:
+    """Raise a UserError unless ``value`` is finite and in [low, high] ((low, high] with ``low_open``)."""
+    ok = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        allowed = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise UserError(f"{option}={value} is not allowed; use a finite number in {allowed}{why}")
+
+
+def check_seed(seed: int, count: int = 1) -> None:
+    """Seeds ``seed .. seed + count - 1`` must all fit torch's generator."""
+    if not 0 <= seed <= MAX_SEED - (count - 1):
+        top = "2**63-1" if count == 1 else f"2**63-{count} (image i uses seed + i, for {count} images)"
+        raise UserError(f"--seed={seed} must be in 0..{top}")
+
+
+def as_option(prefix: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, with the ValueError it may raise turned into a UserError that starts with ``prefix``."""
+    try:
+        return fn(*args)
+    except ValueError as err:
+        raise UserError(f"{prefix}{err}") from None
+
+
+def check_output(option: str, value: str, folder: bool = False, suffixes: Sequence[str] = ()) -> Path:
+    """An output path must be writable (``checkpoint.check_writable``), checked before any work."""
+    return as_option(f"{option}={value!r} ", check_writable, value, folder, suffixes)
+
+
+def pipeline_facts(weights: Optional[str]) -> dict[str, Any]:
+    """What the checks need from the checkpoints of ``--weights`` (None: the shipped ones), read from their
+    headers without building a model: training resolution, timesteps T, size multiple, the tokenizer, its
+    max_len, and whether it only knows shapes caption words (then the judge can read prompts back)."""
+    from minidiff.pipeline import WEIGHTS_DIR
+    from minidiff.shapes import vocabulary
+    from minidiff.text import SPECIALS, Tokenizer
+    from minidiff.unet import UNetConfig
+    from minidiff.vae import VAEConfig
+
+    if weights is not None and not Path(weights).is_dir():
+        raise UserError(f"--weights={weights!r} is not a folder; pass a training run's output folder "
+                        f"(or leave it out for the shipped weights)")
+    folder = WEIGHTS_DIR if weights is None else Path(weights)
+    try:
+        unet, text = read_metadata(folder / "unet"), read_metadata(folder / "text_encoder")
+        tokenizer = Tokenizer.from_dict(text["extra"]["tokenizer"])
+        train = unet["extra"].get("train_config", {})
+        latent = train.get("latent", checkpoint_exists(folder / "vae"))  # as load_pipeline decides
+        f = VAEConfig(**read_metadata(folder / "vae")["config"]).downsample_factor if latent else 1
+        multiple = f * UNetConfig(**unet["config"]).downsample_factor
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"--weights={str(folder)!r}: {err}") from None
+    return {"resolution": train.get("resolution", 32), "T": train.get("T", 1000), "tokenizer": tokenizer,
+            "max_len": text["config"].get("max_len", 32), "multiple": multiple,
+            "shapes": set(tokenizer.tokens[len(SPECIALS):]) <= set(vocabulary())}
+
+
+def check_prompts(option: str, prompts: Sequence[str], facts: dict[str, Any]) -> None:
+    """Check each prompt once, before any work: the caption parser (for shapes weights, whose judge
+    reads prompts back) and the tokenizer (unknown words, length) share ``shapes.split_words``."""
+    from minidiff.shapes import parse_caption
+
+    for prompt in prompts:
+        try:
+            if facts["shapes"]:
+                parse_caption(prompt)
+            facts["tokenizer"].encode([prompt], facts["max_len"])
+        except ValueError as err:
+            raise UserError(f"{option}: {err}") from None
+
+
+def check_sampling(args: argparse.Namespace, facts: dict[str, Any]) -> None:
+    """--steps, --guidance and --sampler, shared by sample and eval."""
+    from minidiff.sampling import SAMPLERS
+
+    check_int("--steps", args.steps, 1, facts["T"], f" (the schedule has {facts['T']} timesteps)")
+    check_float("--guidance", args.guidance, 0.0, MAX_GUIDANCE, " (0 ignores the prompt, 1 is no guidance; "
+                f"images saturate long before {MAX_GUIDANCE:g})")
+    if args.sampler not in SAMPLERS:
+        raise UserError(f"--sampler={args.sampler!r} is not known; choose one of {', '.join(SAMPLERS)}")
+
+
+def check_sample(args: argparse.Namespace, facts: dict[str, Any]) -> Path:
+    """Every option of ``sample``; returns the PNG path."""
+    check_sampling(args, facts)
+    check_int("--num-images", args.num_images, 1, MAX_NUM_IMAGES, " (images per prompt)")
+    total = len(args.prompt) * args.num_images
+    if total > MAX_BATCH:
+        raise UserError(f"--num-images={args.num_images} with {len(args.prompt)} prompts makes {total} images; "
+                        f"at most {MAX_BATCH} are sampled at once")
+    check_seed(args.seed, args.num_images)
+    m, top = facts["multiple"], MAX_SIZE_FACTOR * facts["resolution"]
+    for option, value in (("--height", args.height), ("--width", args.width)):
+        if value is not None and not (m <= value <= top and value % m == 0):
+            raise UserError(f"{option}={value} is not allowed; use a multiple of {m} in {m}..{top} (the VAE and U-Net "
+                            f"downsample by {m}; {top} is {MAX_SIZE_FACTOR}x the {facts['resolution']} px training size)")
+    height, width = args.height or facts["resolution"], args.width or facts["resolution"]
+    grid = max(args.num_images * (width + GRID_PAD), len(args.prompt) * (height + GRID_PAD)) + GRID_PAD  # px a side
+    check_int("--scale", args.scale, 1, max(1, MAX_PNG_SIDE // grid), f" (the PNG grid of {len(args.prompt)} x "
+              f"{args.num_images} images of {height}x{width} px must fit {MAX_PNG_SIDE} px a side)")
+    check_prompts("prompt", args.prompt, facts)
+    check_prompts("--negative-prompt", [args.negative_prompt], facts)
+    as_option("--device: ", pick_device, args.device)
+    slug = re.sub(r"[^a-z0-9]+", "_", args.prompt[0].lower()).strip("_")[:60] or "unconditional"
+    return check_output("--out", args.out or f"outputs/{slug}_seed{args.seed}.png", suffixes=(".png",))
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Generate a grid of images for one or more prompts and print the PNG's path."""
+    facts = pipeline_facts(args.weights)
+    out = check_sample(args, facts)
+    if args.dry_run:
+        print(f"{out}: every option and prompt is valid (--dry-run: nothing sampled)", file=sys.stderr)
+        return 0
+    from minidiff.judge import judge_lines, label_judge_lines
     from minidiff.pipeline import load_pipeline
     from minidiff.viz import save_grid
 
-    if args.num_images < 1:
-        raise UserError(f"--num-images={args.num_images} must be >= 1")
-    if args.scale < 1:
-        raise UserError(f"--scale={args.scale} must be >= 1 (1 writes the images at their own size)")
     pipe = load_pipeline(args.weights, device=args.device)
     prompts = [p for p in args.prompt for _ in range(args.num_images)]
     seeds = [args.seed + i for _ in args.prompt for i in range(args.num_images)]
     start = time.perf_counter()
     images = pipe(prompts, seeds=seeds, steps=args.steps, sampler=args.sampler, guidance_scale=args.guidance,
                   negative_prompt=args.negative_prompt, height=args.height, width=args.width)
-    slug = re.sub(r"[^a-z0-9]+", "_", args.prompt[0].lower()).strip("_")[:60] or "unconditional"
-    out = Path(args.out or f"outputs/{slug}_seed{args.seed}.png")
     save_grid(images, out, nrow=args.num_images, scale=args.scale)
     print(f"{out}  ({len(prompts)} images, {args.steps} {args.sampler} steps, guidance {args.guidance}, "
           f"{time.perf_counter() - start:.2f} s)", file=sys.stderr)
-    run_judge = Path(args.weights or "", "judge.json")
-    if args.weights and run_judge.is_file() and "label_judge" in run_judge.read_text():
-        for line in label_judge_lines(run_judge.with_suffix(""), images, prompts, seeds):
+    run_judge = Path(args.weights or "") / "judge"
+    if args.weights and checkpoint_exists(run_judge) and read_metadata(run_judge)["extra"].get("kind") == "label_judge":
+        for line in label_judge_lines(run_judge, images, prompts, seeds):  # what the run's label judge reads
             print(line, file=sys.stderr)
-    elif images.shape[-1] == images.shape[-2] and images.shape[1] == 3:  # the judge reads square images only
-        for line in judge_lines(images, prompts, seeds):
+    elif images.shape[-1] == images.shape[-2] and facts["shapes"]:  # the judge reads square shapes images
+        for line in judge_lines(images, prompts, seeds):  # what the shipped judge reads back
             print(line, file=sys.stderr)
     print(out)
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train every stage of a run from scratch (or --resume a killed run)."""
-    from minidiff.runs import train_preset
-    from minidiff.training import train_config
+class FinishedRun(Exception):
+    """--resume of a run that has done all its steps: not an error, nothing to do."""
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads={args.threads} must be >= 1")
-        import torch
 
-        torch.set_num_threads(args.threads)
-    preset = args.preset or ("shapes-latent" if args.data is None else "digits" if args.data == "digits" else "images")
-    overrides: dict = {"steps": args.steps} if args.steps is not None else {}
-    if args.steps is not None and args.steps < 1:
-        raise UserError(f"--steps={args.steps} must be >= 1 (leave it out for the preset's {train_config(preset).steps})")
+def _settings_differ(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The settings a run was saved with that ``wanted`` changes (settings added since are not compared)."""
+    wanted = json.loads(json.dumps(wanted))  # tuples -> lists, as the checkpoint stores them
+    return [f"{k}={saved[k]!r} (asked: {wanted.get(k)!r})" for k in sorted(saved) if saved[k] != wanted.get(k)]
+
+
+def training_config(args: argparse.Namespace, out: Path) -> Any:
+    """The TrainConfig to run: the preset (chosen by --data when not given) with the options applied, or
+    with --resume the run's own settings (which explicit options must then match)."""
+    from minidiff.runs import STAGES, run_config
+    from minidiff.training import PRESETS, train_config
+
+    if args.preset is not None and args.preset not in PRESETS:
+        raise UserError(f"--preset={args.preset!r} is not known; choose one of {', '.join(sorted(PRESETS))}")
+    if args.steps is not None:
+        check_int("--steps", args.steps, 1, None, " (U-Net training steps)")
+    if args.minutes is not None:
+        check_float("--minutes", args.minutes, 0.0, 1e6, " (the U-Net stage stops after this long)", low_open=True)
     if args.seed is not None:
-        overrides["seed"] = args.seed
+        check_seed(args.seed)
+    overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("resolution", args.resolution),
+                                   ("channels", args.channels)) if v is not None}
     if args.data is not None:
-        options = {k: v for k, v in (("caption_column", args.caption_column), ("label_column", args.label_column),
-                                     ("caption_template", args.caption_template), ("image_column", args.image_column),
-                                     ("split", args.split), ("max_images", args.max_images)) if v is not None}
+        options = {k: v for k, v in vars(args).items() if k in DATA_OPTIONS and v is not None}
         if args.data in ("shapes", "digits") and options.keys() - {"caption_template"}:
             raise UserError(f"--data {args.data} takes no column options; got {sorted(options)}")
         overrides.update(data=args.data, data_options=options)
-    for name in ("resolution", "channels"):
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
-    config = train_config(preset, **overrides)
-    out = args.out or f"runs/{args.preset or (args.data if args.data in ('digits', None) else 'data')}"
-    if args.data is None and args.preset is None:
-        out = "runs/shapes-latent"
-    result = train_preset(config, out, device=args.device, resume=args.resume, max_minutes=args.minutes)
+    preset = args.preset or default_preset(args.data)
+    stages = [name for name in (*STAGES, *(f"{n}_state" for n in STAGES)) if checkpoint_exists(out / name)]
+    if stages and not args.resume:
+        raise UserError(f"--out={str(out)!r} already holds a run ({', '.join(stages)}); continue it with --resume "
+                        f"or choose another --out")
+    if args.resume and not stages:
+        raise UserError(f"--resume: --out={str(out)!r} holds no checkpoint to resume (none of "
+                        f"{', '.join(STAGES)}); leave out --resume to train from scratch")
+    saved = run_config(out)
+    if saved is None:  # a run killed before its first stage finished starts again
+        return train_config(preset, **overrides)
+    config = train_config(args.preset, **overrides) if args.preset else dataclasses.replace(saved, **overrides)
+    if differ := _settings_differ(dataclasses.asdict(saved), dataclasses.asdict(config)):
+        raise UserError(f"--resume: the run in {out} was trained with other settings: {'; '.join(differ)}; "
+                        f"resume it with its own settings or choose another --out")
+    if checkpoint_exists(out / "unet_state"):
+        extra = read_metadata(out / "unet_state", verify=False)["extra"]
+        if extra.get("step", 0) >= config.steps:
+            loss = f", loss {extra['loss']:.4g}" if isinstance(extra.get("loss"), float) else ""
+            raise FinishedRun(f"{out} is already finished: step {extra['step']} of {config.steps}{loss}; nothing to "
+                              f"train. Sample with: python -m minidiff sample \"...\" --weights {out}")
+    return config
+
+
+def default_preset(data: Optional[str]) -> str:
+    """The preset ``train`` uses when only --data is given."""
+    return DEFAULT_PRESET if data in (None, "shapes") else "digits" if data == "digits" else "images"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a preset from scratch (or --resume a killed run)."""
+    from minidiff.runs import train_preset
+    from minidiff.training import TrainingDiverged
+
+    if args.threads is not None:
+        check_int("--threads", args.threads, 1, None, " (torch CPU threads)")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    name = args.preset or (default_preset(args.data) if args.data in (None, "shapes", "digits") else "data")
+    out = check_output("--out", args.out or f"runs/{name}", folder=True)
+    as_option("--device: ", pick_device, args.device)
+    try:
+        config = training_config(args, out)
+    except FinishedRun as done:
+        print(done)
+        return 0
+    try:
+        result = train_preset(config, out, device=args.device, resume=args.resume, max_minutes=args.minutes)
+    except TrainingDiverged as err:  # a run that blew up is reported in one line, its checkpoints named
+        raise UserError(str(err)) from None
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
     print(f"trained weights in {out}; sample with: python -m minidiff sample \"...\" --weights {out}")
     return 0
@@ -128,48 +279,69 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Score the judge on real images and the pipeline's prompt adherence."""
+    check_int("--judge-images", args.judge_images, 1, MAX_EVAL_IMAGES, " (real images rendered at once)")
+    if not args.judge_only:
+        check_sampling(args, pipeline_facts(args.weights))
+        check_int("--prompts", args.prompts, 1, MAX_EVAL_PROMPTS, " (evaluation prompts, one image each)")
+    as_option("--device: ", pick_device, args.device)
+    out = check_output("--json", args.json) if args.json else None
     from minidiff.metrics import evaluate_compositional_cli, evaluate_data_run_cli, evaluate_judge_cli, evaluate_pipeline_cli
     from minidiff.runs import run_config
 
-    if args.suite == "compositional":
-        evaluate_compositional_cli(args.weights, args.steps, args.guidance, args.sampler, args.device, args.json)
-        return 0
     config = run_config(args.weights) if args.weights else None
+    if args.suite == "compositional":
+        evaluate_compositional_cli(args.weights, args.steps, args.guidance, args.sampler, args.device, out)
+        return 0
     if config is not None and config.data != "shapes":
         report = evaluate_data_run_cli(args.weights, per_label=max(1, args.prompts // 10), steps=args.steps,
                                        guidance_scale=args.guidance, sampler=args.sampler, device=args.device)
-        if args.json:
-            import json
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(report, indent=2))
+        if out is not None:
+            atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
         return 0
     report = evaluate_judge_cli(n=args.judge_images)
     if not args.judge_only:
         report.update(evaluate_pipeline_cli(args.weights, n_prompts=args.prompts, steps=args.steps,
                                             guidance_scale=args.guidance, sampler=args.sampler, device=args.device))
-    if args.json:
-        import json
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+    if out is not None:
+        atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
     return 0
 
 
 def cmd_grade(args: argparse.Namespace, rest: list[str]) -> int:
     """Grade the exercises (all options are the grader's own: see `grade --help`)."""
+    for i, arg in enumerate(rest):  # the report path is checked before any exercise runs
+        if arg.startswith("--json="):
+            check_output("--json", arg.split("=", 1)[1])
+        elif arg == "--json" and i + 1 < len(rest):
+            check_output("--json", rest[i + 1])
     from minidiff.grading import main as grade_main
 
     return grade_main(rest)
 
 
-def cmd_judge(args: argparse.Namespace, rest: list[str]) -> int:
-    """Train or score the attribute judge (`judge train --steps N`, `judge eval`)."""
-    from minidiff.judge import main_judge
+def cmd_judge(args: argparse.Namespace) -> int:
+    """Train and save the attribute judge (`judge train`), or score one on real images (`judge eval`)."""
+    from minidiff.judge import evaluate_judge, load_judge, train_and_save
 
-    return main_judge(rest)
+    check_int("--n", args.n, 1, MAX_EVAL_IMAGES, " (real images rendered at once)")
+    as_option("--device: ", pick_device, args.device)
+    check_seed(args.seed)
+    if args.action == "train":
+        check_int("--steps", args.steps, 1, None, " (judge training steps)")
+        check_int("--batch-size", args.batch_size, 2, None, " (batch norm needs two images)")
+        report = train_and_save(check_output("--path", args.path), args.preset, args.steps, args.batch_size,
+                                args.seed, args.device, args.n)
+        scores = report["eval"]
+        print(f"trained in {report['train_seconds']:.0f}s; saved {args.path}")
+    else:
+        scores = evaluate_judge(as_option(f"--path={args.path!r}: ", load_judge, args.path, args.device), args.n)
+    print("  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    return 0
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
     """Regenerate every figure in figures/."""
+    check_output("--out", args.out, folder=True)
     from minidiff.figures import make_figures
 
     for path in make_figures(args.out, fast=args.fast):
@@ -179,25 +351,31 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
+    from minidiff.judge import PRESETS as JUDGE_PRESETS, WEIGHTS as JUDGE_WEIGHTS
     from minidiff.sampling import SAMPLERS
 
-    parser = argparse.ArgumentParser(prog="python -m minidiff", description="Text-to-image diffusion, small enough to read.")
+    parser = Parser(prog="python -m minidiff", description="Text-to-image diffusion, small enough to read.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def sampling_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--weights", default=None, help="a training run's folder (default: the shipped weights)")
+        p.add_argument("--steps", type=int, default=20)
+        p.add_argument("--sampler", default="dpmpp_2m", help=f"one of {', '.join(SAMPLERS)}")
+        p.add_argument("--guidance", type=float, default=3.0,
+                       help=f"classifier-free guidance scale in [0, {MAX_GUIDANCE:g}] (0 = ignore prompt, 1 = none)")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
 
     p = sub.add_parser("sample", help="a sentence -> a PNG grid of pictures (shipped weights by default)")
     p.add_argument("prompt", nargs="+", help='e.g. "a large red circle at the top left on a blue background"')
+    sampling_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--sampler", default="dpmpp_2m", help=f"one of {', '.join(SAMPLERS)}")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (0 = ignore prompt, 1 = none)")
     p.add_argument("--negative-prompt", default="", help="what to steer away from")
-    p.add_argument("--num-images", type=int, default=4, help="images per prompt (one seed each)")
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--weights", default=None, help="a training run's folder (default: the shipped weights)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--num-images", type=int, default=4, help=f"images per prompt (one seed each), 1..{MAX_NUM_IMAGES}")
+    p.add_argument("--height", type=int, default=None, help=f"up to {MAX_SIZE_FACTOR}x the training resolution")
+    p.add_argument("--width", type=int, default=None, help=f"up to {MAX_SIZE_FACTOR}x the training resolution")
     p.add_argument("--out", default=None, help="PNG path (default: outputs/<prompt>_seed<seed>.png)")
     p.add_argument("--scale", type=int, default=4, help="draw every pixel as a scale x scale block in the PNG")
+    p.add_argument("--dry-run", action="store_true", help="check every option and prompt, then stop")
     p.set_defaults(run=cmd_sample)
 
     p = sub.add_parser("train", help="train every stage from scratch: (judge,) text encoder, (VAE,) U-Net")
@@ -206,41 +384,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="shapes, digits, a saved data set or image folder, or a Hub name "
                    "(mnist, fashion_mnist, cifar10, huggan/smithsonian_butterflies_subset)")
     p.add_argument("--caption-column", default=None, help="column holding each image's caption")
-    p.add_argument("--label-column", default=None, help="column holding a class label (captioned by --caption-template)")
-    p.add_argument("--caption-template", default=None, help='e.g. "a handwritten digit {label_word}" or "a photo of a {label}"')
+    p.add_argument("--label-column", default=None, help="column holding a class label (see --caption-template)")
+    p.add_argument("--caption-template", default=None, help='e.g. "a handwritten digit {label_word}"')
     p.add_argument("--image-column", default=None, help="column holding the images (default: image)")
     p.add_argument("--split", default=None, help="data set split (default: train)")
     p.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     p.add_argument("--resolution", type=int, default=None, help="image side in pixels, 16..64")
     p.add_argument("--channels", type=int, default=None, help="1 (grayscale) or 3 (RGB)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own, one per core); "
-                   "on a busy CPU 1 is often several times faster")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own, one per "
+                   "core); on a busy CPU 1 is often several times faster")
     p.add_argument("--steps", type=int, default=None, help="U-Net training steps (default: the preset's)")
     p.add_argument("--minutes", type=float, default=None, help="stop the U-Net stage after this many minutes")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--out", default=None, help="run folder (default: runs/<preset or data>)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("eval", help="judge accuracy on real images and prompt adherence of a pipeline")
-    p.add_argument("--weights", default=None, help="a training run's folder (default: the shipped weights)")
+    sampling_options(p)
     p.add_argument("--prompts", type=int, default=200, help="how many of the fixed evaluation prompts")
     p.add_argument("--suite", default="one_object", choices=("one_object", "compositional"),
                    help="one_object: 200 one-object prompts; compositional: GenEval's six categories")
     p.add_argument("--judge-images", type=int, default=2000)
     p.add_argument("--judge-only", action="store_true")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=3.0)
-    p.add_argument("--sampler", default="dpmpp_2m")
-    p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, help="also write the report here")
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("grade", help="grade the exercises in exercises/ (see grade --help)", add_help=False)
     p.set_defaults(run=cmd_grade)
 
-    p = sub.add_parser("judge", help="train or score the attribute judge (see judge --help)", add_help=False)
+    p = sub.add_parser("judge", help="train or score the attribute judge")
+    p.add_argument("action", choices=("train", "eval"))
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--preset", default="default", choices=sorted(JUDGE_PRESETS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=2000, help="real images to score")
+    p.add_argument("--path", default=str(JUDGE_WEIGHTS), help="checkpoint (default: the shipped judge)")
+    p.add_argument("--device", default="cpu")
     p.set_defaults(run=cmd_judge)
 
     p = sub.add_parser("figures", help="regenerate every figure in figures/")
@@ -253,18 +435,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     """Parse ``argv`` and run the command; bad input exits 2 with a one-line message."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    passthrough = argv[:1] in (["grade"], ["judge"])  # these parse their own options
-    if passthrough:
-        args, rest = parser.parse_args(argv[:1]), argv[1:]
-    else:
-        args, rest = parser.parse_args(argv), []
     try:
-        if passthrough:
-            return args.run(args, rest)
+        parser = build_parser()
+        if argv[:1] == ["grade"]:  # the grader parses its own options
+            return cmd_grade(parser.parse_args(argv[:1]), argv[1:])
+        args = parser.parse_args(argv)
         return args.run(args)
     except (UserError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print("error: " + " ".join(str(err).split("\n")), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted: checkpoints written so far are kept; continue with --resume", file=sys.stderr)

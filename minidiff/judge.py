@@ -10,7 +10,6 @@ judge's own resolution first (bilinear, anti-aliased).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import math
@@ -25,7 +24,7 @@ from torch import nn
 
 from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
 from minidiff.shapes import (ATTRIBUTES, BACKGROUNDS, COLOURS, FIELDS, POSITIONS, SHAPES, SIZES, Object, Scene,
-                             ShapesConfig, make_shapes, parse_caption, relation_holds, render, sample_scenes)
+                             ShapesConfig, caption, make_shapes, parse_caption, relation_holds, render, sample_scenes)
 
 WEIGHTS = Path(__file__).parent / "weights" / "judge"  # the shipped judge (.safetensors + .json)
 NONE = len(SHAPES)  # shape class meaning "this slot is empty"
@@ -261,32 +260,31 @@ def load_judge(path: str | Path = WEIGHTS, device: str = "cpu") -> Judge:
     return judge.to(pick_device(device)).eval()
 
 
-def main_judge(argv: Sequence[str] | None = None) -> int:
-    """``judge train [--steps N] [--out PATH]`` trains and saves a judge; ``judge eval [--path PATH]`` scores one."""
-    parser = argparse.ArgumentParser(prog="minidiff judge")
-    parser.add_argument("command", choices=("train", "eval"))
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--path", default=str(WEIGHTS))
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    if args.command == "train":
-        start = time.perf_counter()
-        config = JudgeConfig.from_preset(args.preset)
-        judge = train_judge(config, args.steps, args.batch_size, args.seed, args.device, log_every=100)
-        seconds = time.perf_counter() - start
-        judge = judge.cpu()
-        scores = evaluate_judge(judge, args.n)
-        save_judge(judge, args.path, {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
-                                      "train_seconds": round(seconds, 1), "eval": scores})
-        print(f"trained in {seconds:.0f}s; saved {args.path}")
-    else:
-        scores = evaluate_judge(load_judge(args.path, args.device), args.n)
-    print("  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-    return 0
+def train_and_save(path: str | Path = WEIGHTS, preset: str = "default", steps: int = 3000, batch_size: int = 128,
+                   seed: int = 0, device: str = "cpu", n: int = 2000) -> dict:
+    """Train a judge, score it on ``n`` real images and save it with the numbers; return them.
+
+    The defaults reproduce the shipped judge (``python -m minidiff judge train``).
+    """
+    start = time.perf_counter()
+    judge = train_judge(JudgeConfig.from_preset(preset), steps, batch_size, seed, device, log_every=100).cpu()
+    report = {"steps": steps, "batch_size": batch_size, "seed": seed,
+              "train_seconds": round(time.perf_counter() - start, 1), "eval": evaluate_judge(judge, n)}
+    save_judge(judge, path, report)
+    return report
+
+
+def judge_lines(images: torch.Tensor, prompts: list[str], seeds: list[int]) -> list[str]:
+    """What the shipped judge reads back from each image (N, 3, H, W) in [-1, 1], one line per image:
+    its seed, "ok" or "MISSED" (every attribute the prompt names, and the object count), and the scene
+    it read, as a caption. E.g. ``judge, seed 0: ok     a large red circle at the top left on a blue background``.
+    """
+    lines = []
+    for prompt, seed, got in zip(prompts, seeds, predict_scenes(load_judge(), images)):
+        right = all_right(score_scene(parse_caption(prompt), got))
+        read = caption(got, 0) if got.objects else f"no object on a {got.background} background"
+        lines.append(f"judge, seed {seed}: {'ok    ' if right else 'MISSED'} {read}")
+    return lines
 
 
 # ---- the judge of labelled data sets: a classifier trained on the data set's own real images ----
@@ -380,3 +378,20 @@ def load_any_judge(path: str | Path, device: str = "cpu") -> Judge | LabelJudge:
     else:
         judge = Judge(JudgeConfig(**meta["config"]))
     return load_into(judge, state, name="judge").to(pick_device(device)).eval()
+
+
+def label_judge_lines(path: str | Path, images: torch.Tensor, prompts: list[str], seeds: list[int]) -> list[str]:
+    """What a run's label judge reads in each image (N, C, H, W): ``judge, seed 0: ok     7`` when the
+    prompt is the caption of the label read, ``MISSED`` when it is another label's caption."""
+    from minidiff.data import label_caption
+    from minidiff.shapes import split_words
+
+    judge = load_any_judge(path)
+    template = load_checkpoint(path)[1]["extra"].get("caption_template")
+    captions = [split_words(label_caption(template, n)) for n in judge.label_names] if template else []
+    lines = []
+    for prompt, seed, k in zip(prompts, seeds, predict_labels(judge, images).tolist()):
+        want = captions.index(split_words(prompt)) if split_words(prompt) in captions else None
+        verdict = "      " if want is None else "ok    " if want == k else "MISSED"
+        lines.append(f"judge, seed {seed}: {verdict} {judge.label_names[k]}")
+    return lines

@@ -6,7 +6,6 @@ at a time. The same class runs pixel-space models (``vae=None``) and latent ones
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from minidiff.checkpoint import load_checkpoint, load_into, pick_device, sha256
+from minidiff.checkpoint import checkpoint_exists, load_checkpoint, load_into, pick_device, verify_run_manifest
 from minidiff.guidance import cfg_combine
 from minidiff.sampling import Callback, make_step, make_timesteps
 from minidiff.schedule import NoiseSchedule, make_schedule, predict_eps, predict_x0, q_sample
@@ -147,20 +146,10 @@ class Pipeline:
 
 def verify_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict:
     """Check every file in ``manifest.json`` exists with the listed sha256; return the manifest."""
-    manifest_path = weights_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise ValueError(f"no weights manifest at {manifest_path}; reinstall minidiff or train with "
+    if not (weights_dir / "manifest.json").is_file():
+        raise ValueError(f"no weights manifest at {weights_dir / 'manifest.json'}; reinstall minidiff or train with "
                          "`python -m minidiff train --preset shapes-latent`")
-    manifest = json.loads(manifest_path.read_text())
-    for name in manifest["files"]:
-        if not (weights_dir / name).is_file():
-            raise ValueError(f"shipped weights file {weights_dir / name} is missing; reinstall minidiff")
-    for name, entry in manifest["files"].items():
-        path = weights_dir / name
-        if sha256(path) != entry["sha256"]:
-            raise ValueError(f"shipped weights file {path} is corrupt: its sha256 differs from the manifest; "
-                             f"reinstall minidiff or rebuild it with: {entry['command']}")
-    return manifest
+    return verify_run_manifest(weights_dir, required=True)
 
 
 def load_unet(path: str | Path, device: str | torch.device = "cpu") -> tuple[UNet, dict]:
@@ -185,7 +174,7 @@ def load_pipeline(path: str | Path | None = None, device: str = "auto") -> Pipel
     unet, extra = load_unet(folder / "unet", dev)
     text_encoder, tokenizer = load_text_encoder(folder / "text_encoder")
     train = extra.get("train_config", {})
-    latent = train.get("latent", (folder / "vae.json").exists())
+    latent = train.get("latent", checkpoint_exists(folder / "vae"))
     vae = load_vae(str(folder / "vae"), str(dev)) if latent else None
     schedule = make_schedule(train.get("schedule", "cosine"), train.get("T", 1000))
     return Pipeline(unet, text_encoder.to(dev), tokenizer, schedule, vae, train.get("resolution", 32))

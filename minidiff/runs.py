@@ -22,9 +22,10 @@ from typing import Any, Optional
 
 import torch
 
-from minidiff.checkpoint import atomic_write_bytes, pick_device
+from minidiff.checkpoint import atomic_write_bytes, checkpoint_exists, pick_device, write_run_manifest
 from minidiff.training import TrainConfig, distributed, fit, make_source, train_config, train_denoiser
 
+STAGES = ("judge", "text_encoder", "vae", "unet")  # the checkpoints a run folder can hold, in training order
 BAR_IMAGES = 256  # held-out images each bar is measured on
 VAE_MSE_BAR = 0.01  # data without a judge: the VAE's held-out reconstruction MSE must stay below this
 SAMPLE_PROMPTS = (
@@ -132,6 +133,7 @@ def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "
     from minidiff.viz import save_grid
 
     config = train_config(preset) if isinstance(preset, str) else preset
+    pick_device(device)  # an unavailable device is refused before any folder is made
     out = Path(out_dir)
     factor = UNetConfig.from_preset(config.unet, **config.unet_overrides).downsample_factor
     factor *= VAEConfig.from_preset(config.vae_preset).downsample_factor if config.latent else 1
@@ -150,10 +152,12 @@ def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "
     stages = [("judge", _train_judge)] if source.label_names is not None else []
     stages += [("text_encoder", _train_text)] + ([("vae", _train_vae)] if config.latent else [])
     for name, train in stages:
-        if not (out / f"{name}.json").exists():
+        if not checkpoint_exists(out / name):
             start = time.perf_counter()
             report.update(train(config, source, out, device, progress and rank == 0, resume))
             report[f"{name}_s"] = round(time.perf_counter() - start, 1)
+            if rank == 0:
+                write_run_manifest(out)
     text_encoder, tokenizer = load_text_encoder(out / "text_encoder")
     vae = load_vae(str(out / "vae")) if config.latent else None
     schedule = make_schedule(config.schedule, config.T)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from minidiff.checkpoint import load_checkpoint, load_into, save_checkpoint
+from minidiff.checkpoint import checkpoint_exists, load_checkpoint, load_into, save_checkpoint, write_run_manifest
 
 LOSS_EXPLODED = 1e4  # a loss this far above any stage's starting loss means the run has blown up
 DIVERGED_FACTOR = 20.0  # smoothed loss this many times its best so far (after warm-up): diverged
@@ -111,14 +111,16 @@ def _load_optimizer(opt: torch.optim.Optimizer, state: dict[str, Tensor]) -> Non
 def fit(stage: Stage, out: Optional[Path] = None, checkpoint_every: int = 0, resume: bool = False,
         max_minutes: Optional[float] = None, progress: bool = True, stop_after: Optional[int] = None,
         every: tuple[int, Callable[[nn.Module, int], None]] | None = None, device: torch.device | None = None,
-        config: Any = None) -> dict[str, Any]:
+        meta: Optional[dict[str, Any]] = None,
+        on_checkpoint: Optional[Callable[[nn.Module, int], None]] = None) -> dict[str, Any]:
     """Train ``stage.model`` in place; return {"step", "loss", "seconds", "images_per_s", "losses"}.
 
     ``out``: folder of the checkpoint ``<out>/<name>_state`` (None: no checkpoints), written every
     ``checkpoint_every`` steps, at the end and when time runs out. ``resume`` continues from it.
     ``stop_after`` ends this call after that many steps (with a checkpoint), as a kill would.
-    ``every = (n, fn)`` calls ``fn(model_to_sample, step)`` every n steps on rank 0 (the EMA if any).
-    The trained weights (the EMA copy where there is one) end up in ``stage.model``.
+    ``every = (n, fn)`` calls ``fn(model_to_sample, step)`` every n steps on rank 0 (the EMA if any);
+    ``on_checkpoint(model_to_sample, step)`` runs after each checkpoint, on rank 0. ``meta`` goes into
+    the checkpoint's metadata. The trained weights (the EMA copy where there is one) end up in ``stage.model``.
     """
     device = device or next(stage.model.parameters()).device
     rank, world = distributed()
@@ -127,13 +129,13 @@ def fit(stage: Stage, out: Optional[Path] = None, checkpoint_every: int = 0, res
     opt = torch.optim.AdamW(model.parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
     path = out / f"{stage.name}_state" if out is not None else None
     step, smooth, best, losses, last_healthy = 0, None, math.inf, [], None
-    if resume and path is not None and path.with_suffix(".safetensors").exists():
-        state, meta = load_checkpoint(path, map_location=device)
+    if resume and path is not None and checkpoint_exists(path):
+        state, saved = load_checkpoint(path, map_location=device, verify=False)  # the manifest lists finished stages
         load_into(model, {k[6:]: v for k, v in state.items() if k.startswith("model.")}, stage.name)
         if ema is not None:
             load_into(ema, {k[4:]: v for k, v in state.items() if k.startswith("ema.")}, f"EMA {stage.name}")
         _load_optimizer(opt, state)
-        info = meta["extra"]
+        info = saved["extra"]
         step, smooth, best, losses, last_healthy = info["step"], info["smooth"], info["best"], info["losses"], info["step"]
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
@@ -146,7 +148,10 @@ def fit(stage: Stage, out: Optional[Path] = None, checkpoint_every: int = 0, res
             return
         tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **_optimizer_tensors(opt),
                    **({f"ema.{k}": v for k, v in ema.state_dict().items()} if ema is not None else {})}
-        save_checkpoint(path, tensors, config or {}, {"step": at, "smooth": smooth, "best": best, "losses": losses})
+        save_checkpoint(path, tensors, {}, {"step": at, "loss": losses[-1] if losses else None, "smooth": smooth,
+                                            "best": best, "losses": losses, **(meta or {})})
+        if on_checkpoint is not None:
+            on_checkpoint(ema if ema is not None else model, at)
 
     start, seen, first = time.perf_counter(), 0, step
     bar = tqdm(total=stage.steps, initial=step, desc=f"train {stage.name}", disable=not progress or rank != 0)
@@ -381,8 +386,10 @@ def train_denoiser(config: TrainConfig, out_dir: str | Path, text_encoder: nn.Mo
         dev = torch.device("cuda", rank % torch.cuda.device_count())
     stage = unet_stage(config, source or make_source(config), text_encoder, tokenizer, vae, dev)
     info = {"train_config": dataclasses.asdict(config), "unet_config": dataclasses.asdict(stage.model.config)}
-    result = fit(stage, out, config.checkpoint_every, resume, max_minutes, progress, stop_after,
-                 (config.sample_every, sample_fn) if sample_fn is not None else None, dev, info)
-    if rank == 0:
-        save_checkpoint(out / "unet", stage.model, stage.model.config, {"kind": "unet", "step": result["step"], **info})
-    return result
+
+    def save_unet(ema: nn.Module, step: int) -> None:  # the EMA weights that sampling loads, beside the state
+        save_checkpoint(out / "unet", ema, ema.config, {"kind": "unet", "step": step, **info})
+        write_run_manifest(out)
+
+    return fit(stage, out, config.checkpoint_every, resume, max_minutes, progress, stop_after,
+               (config.sample_every, sample_fn) if sample_fn is not None else None, dev, info, save_unet)
