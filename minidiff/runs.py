@@ -69,7 +69,8 @@ def _train_judge(config: TrainConfig, source: Any, out: Path, device: str, progr
     accuracy = (predict_labels(judge, images) == source.labels[source.held_index]).float().mean().item()
     report = _bar("judge", accuracy, config.judge_bar, f"accuracy on {len(images)} held-out images",
                   "train it longer (judge_steps) or check the labels")
-    save_label_judge(judge, out / "judge", source.label_names, {**report, "caption_template": source.caption_template})
+    if distributed()[0] == 0:
+        save_label_judge(judge, out / "judge", source.label_names, {**report, "caption_template": source.caption_template})
     return report
 
 
@@ -83,7 +84,8 @@ def _train_text(config: TrainConfig, source: Any, out: Path, device: str, progre
     score = retrieval_accuracy(clip, images, captions, source=source)["image_to_text"]
     report = _bar("text_encoder", score, config.text_bar, f"image-to-caption retrieval on {len(images)} held-out pairs",
                   "train it longer (text_steps)")
-    save_text_encoder(clip, clip.tokenizer, out / "text_encoder", report)
+    if distributed()[0] == 0:
+        save_text_encoder(clip, clip.tokenizer, out / "text_encoder", report)
     return report
 
 
@@ -115,7 +117,8 @@ def _train_vae(config: TrainConfig, source: Any, out: Path, device: str, progres
                     device, progress=progress, source=source, out=out, resume=resume).cpu().eval()
     score, scale, what = _vae_score(vae, source, out)
     report = _bar("vae", score, config.vae_bar * scale, what, "lower the VAE lr or train it longer (vae_steps)")
-    save_vae(vae, out / "vae", report)
+    if distributed()[0] == 0:
+        save_vae(vae, out / "vae", report)
     return report
 
 
@@ -145,7 +148,7 @@ def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "
     for note in getattr(source, "notes", []):
         print(f"data: {note}")
     out.mkdir(parents=True, exist_ok=True)
-    rank, _ = distributed()
+    rank, world = distributed()
     if rank == 0:
         atomic_write_bytes(out / "run.json", json.dumps({"train_config": dataclasses.asdict(config)}, indent=2).encode())
     report: dict[str, Any] = {}
@@ -158,6 +161,8 @@ def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "
             report[f"{name}_s"] = round(time.perf_counter() - start, 1)
             if rank == 0:
                 write_run_manifest(out)
+        if world > 1:
+            torch.distributed.barrier()  # every rank loads what rank 0 saved
     text_encoder, tokenizer = load_text_encoder(out / "text_encoder")
     vae = load_vae(str(out / "vae")) if config.latent else None
     schedule = make_schedule(config.schedule, config.T)

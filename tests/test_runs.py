@@ -61,12 +61,12 @@ def test_image_folder_trains_a_latent_run_and_evals_without_labels(tmp_path, cap
     lines = []
     for i, image in enumerate(class_images(24)):
         image.save(folder / f"{i}.png")
-        lines.append(f"{i}.png\ta {tuple(CLASSES)[i % 2]} on white")
+        lines.append(f"{i}.png\ta {tuple(CLASSES)[i % 2]} photo on white")
     (folder / "captions.txt").write_text("\n".join(lines))
     run = tmp_path / "run"
     run_cli(capsys, "train", "--preset", "tiny", "--data", folder, "--resolution", 16, "--out", run)
     assert (run / "vae.json").exists() and not (run / "judge.json").exists()
-    run_cli(capsys, "sample", "a square on white", "--weights", run, "--num-images", 1, "--steps", 2,
+    run_cli(capsys, "sample", "a square photo on white", "--weights", run, "--num-images", 1, "--steps", 2,
             "--out", tmp_path / "s.png")
     out, _ = run_cli(capsys, "eval", "--weights", run, "--prompts", 8, "--steps", 2)
     assert "no labels: only Frechet distance" in out and "memorised" in out
@@ -100,7 +100,7 @@ def saved(tmp_path_factory):
     (["--data", "{saved}", "--label-column", "label", "--channels", "2"], "channels=2 is not allowed"),
     (["--data", "digits", "--resolution", "100"], "--resolution 100 is not a multiple of 8|resolution=100 is not allowed"),
     (["--data", "{empty}"], "neither a saved data set .* nor an image folder"),
-    (["--preset", "huge"], "training preset 'huge' is not known"),
+    (["--preset", "huge"], "--preset='huge' is not known; choose one of .*digits"),
 ])
 def test_bad_data_options_exit_2_with_one_line(tmp_path, capsys, saved, args, message):
     import re
