@@ -62,6 +62,7 @@ class JudgeConfig:
         return dataclasses.replace(PRESETS[name])
 
 
+JUDGE_PRESET = "default"  # the preset of the shipped judge and of a run's judge stage on shapes
 PRESETS = {"tiny": JudgeConfig(channels=(8, 16, 16), hidden=32), "default": JudgeConfig(),
            "wide": JudgeConfig(channels=(32, 64, 64), depth=2)}
 
@@ -123,43 +124,41 @@ def augment(images: torch.Tensor, config: JudgeConfig, generator: torch.Generato
     return images + std * torch.randn(images.shape, generator=generator)
 
 
-def train_judge(config: JudgeConfig | None = None, steps: int = 3000, batch_size: int = 128, seed: int = 0,
-                device: str = "cpu", log_every: int = 0, callback: Callable[[int, Judge], None] | None = None) -> Judge:
-    """Train a judge on a fresh stream of shapes batches (1-4 objects, every kind and combination).
+def judge_stage(config: JudgeConfig, steps: int, batch_size: int = 128, seed: int = 0) -> Any:
+    """The shapes judge's stage for the one training loop: fresh scenes of 1-4 objects (every kind and
+    combination) each step, augmented as ``augment`` describes, and the summed cross-entropy of every head."""
+    from minidiff.training import SEED_STRIDE, Stage
 
-    Adam (Kingma & Ba 2015) with a cosine-decayed learning rate (Loshchilov & Hutter 2017);
-    BatchNorm (Ioffe & Szegedy 2015) after each conv; images are augmented as ``augment`` describes.
-    ``callback(step, judge)`` runs after every ``log_every`` steps (and the last one).
-    """
-    config = config or JudgeConfig()
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps={steps}, batch_size={batch_size}: both must be >= 1")
-    dev = pick_device(device)
     data = ShapesConfig(resolution=config.resolution)
-    generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        judge = Judge(config).to(dev)
-    opt = torch.optim.Adam(judge.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
-    judge.train()
-    start = time.perf_counter()
-    for step in range(steps):
-        # 1. a fresh batch of scenes, drawn and augmented
+        judge = Judge(config)
+
+    def batch(step: int, rank: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        generator = torch.Generator().manual_seed((seed * SEED_STRIDE + step) * 64 + rank)
         scenes = sample_scenes(batch_size, data, generator)
-        images = augment(render(scenes, config.resolution), config, generator)  # (B, 3, H, W)
-        # 2. cross-entropy of every head against the true scene, 3. an optimiser step
-        loss = judge_loss(judge(images.to(dev)), scene_targets(scenes))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if log_every and ((step + 1) % log_every == 0 or step == steps - 1):
-            print(f"judge step {step + 1:5d}  loss {loss.item():.4f}  {time.perf_counter() - start:.0f}s", flush=True)
-            if callback is not None:
-                callback(step + 1, judge.eval())
-                judge.train()
-    return judge.eval()
+        return augment(render(scenes, config.resolution), config, generator), scene_targets(scenes)  # (B, 3, H, W)
+
+    def loss(model: nn.Module, b: tuple[torch.Tensor, dict[str, torch.Tensor]]) -> torch.Tensor:
+        return judge_loss(model(b[0].to(next(model.parameters()).device)), b[1])
+
+    return Stage("judge", judge, loss, batch, steps, config.lr, batch_size, grad_clip=math.inf, min_lr_share=0.0,
+                 seed=seed)
+
+
+def train_judge(config: JudgeConfig | None = None, steps: int = 3000, batch_size: int = 128, seed: int = 0,
+                device: str = "cpu", log_every: int = 0, callback: Callable[[int, Judge], None] | None = None) -> Judge:
+    """Train a judge with the one training loop (``judge_stage``): AdamW (Loshchilov & Hutter 2019) with
+    a cosine-decayed learning rate, BatchNorm (Ioffe & Szegedy 2015) after each conv.
+    ``callback(step, judge)`` runs every ``log_every`` steps."""
+    from minidiff.training import fit
+
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps={steps}, batch_size={batch_size}: both must be >= 1")
+    stage = judge_stage(config or JudgeConfig(), steps, batch_size, seed)
+    every = (log_every, callback) if log_every and callback is not None else None
+    fit(stage, progress=log_every > 0, every=every, device=pick_device(device))
+    return stage.model.eval()
 
 
 @torch.no_grad()

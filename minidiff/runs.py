@@ -60,11 +60,21 @@ def run_config(folder: str | Path) -> Optional[TrainConfig]:
 
 
 def _train_judge(config: TrainConfig, source: Any, out: Path, device: str, progress: bool, resume: bool) -> dict[str, float]:
-    from minidiff.judge import label_judge_stage, predict_labels, save_label_judge
+    from minidiff.judge import (JUDGE_PRESET, JudgeConfig, evaluate_judge, judge_stage, label_judge_stage, predict_labels,
+                                save_judge, save_label_judge)
 
-    stage = label_judge_stage(source, config.judge_steps, seed=config.seed)
+    shapes = source.kind == "shapes"
+    stage = (judge_stage(JudgeConfig.from_preset(JUDGE_PRESET), config.judge_steps, seed=config.seed) if shapes
+             else label_judge_stage(source, config.judge_steps, seed=config.seed))
     fit(stage, out, checkpoint_every=250, resume=resume, progress=progress, device=pick_device(device))
     judge = stage.model.cpu().eval()
+    if shapes:
+        scores = evaluate_judge(judge, BAR_IMAGES * 4)
+        report = _bar("judge", min(scores.values()), config.judge_bar, f"lowest attribute accuracy on "
+                      f"{BAR_IMAGES * 4} real images", "train it longer (judge_steps)")
+        if distributed()[0] == 0:
+            save_judge(judge, out / "judge", {**report, "eval": scores})
+        return report
     images, _ = source.held_out()
     accuracy = (predict_labels(judge, images) == source.labels[source.held_index]).float().mean().item()
     report = _bar("judge", accuracy, config.judge_bar, f"accuracy on {len(images)} held-out images",
@@ -99,7 +109,8 @@ def _vae_score(vae: Any, source: Any, out: Path) -> tuple[float, float, str]:
     with torch.no_grad():
         recon = from_latent(vae, to_latent(vae, images))  # (N, C, H, W)
     if source.kind == "shapes":
-        score = prompt_adherence(recon, captions, load_judge())["all"]
+        judge = load_judge(out / "judge") if out is not None and checkpoint_exists(out / "judge") else load_judge()
+        score = prompt_adherence(recon, captions, judge)["all"]
         return score, 1.0, f"share of {len(images)} held-out reconstructions the judge reads right"
     if source.label_names is not None:
         judge, labels = load_any_judge(out / "judge"), source.labels[source.held_index[:BAR_IMAGES]]
@@ -152,7 +163,8 @@ def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "
     if rank == 0:
         atomic_write_bytes(out / "run.json", json.dumps({"train_config": dataclasses.asdict(config)}, indent=2).encode())
     report: dict[str, Any] = {}
-    stages = [("judge", _train_judge)] if source.label_names is not None else []
+    judged = source.label_names is not None or (source.kind == "shapes" and config.judge_steps > 0)
+    stages = [("judge", _train_judge)] if judged else []
     stages += [("text_encoder", _train_text)] + ([("vae", _train_vae)] if config.latent else [])
     for name, train in stages:
         if not checkpoint_exists(out / name):

@@ -268,8 +268,8 @@ class TrainConfig:
     vae_steps: int = 6000  # with vae_batch_size, the recipe of the shipped VAE (weights/README.md)
     vae_batch_size: int = 8
     vae_bar: float = 0.95  # share of held-out reconstructions the judge must read right
-    judge_steps: int = 1500  # labelled data only: the label classifier (shapes runs use the shipped judge)
-    judge_bar: float = 0.95  # its held-out accuracy
+    judge_steps: int = 0  # the judge stage; 0 on shapes uses the shipped judge (labelled data needs > 0)
+    judge_bar: float = 0.95  # its held-out accuracy (shapes: its lowest attribute accuracy)
     unet_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -297,10 +297,12 @@ PRESETS: dict[str, TrainConfig] = {
                           warmup_steps=100, sample_every=500, text_steps=150, judge_steps=300),
     "images": TrainConfig(data="digits", data_options={}, unet="cpu-pixel", latent=False, steps=3000, text_steps=300,
                           judge_steps=600),  # any stored data set: train --data PATH picks this
-    "digits-gpu": TrainConfig(data="digits", data_options={}, resolution=16, **{**_PIXEL_GPU, "steps": 5000}),
-    "mnist-gpu": TrainConfig(data="mnist", data_options={}, **_PIXEL_GPU),  # 28 -> 32 px, 1 channel
-    "fashion-mnist-gpu": TrainConfig(data="fashion_mnist", data_options={}, **_PIXEL_GPU),
-    "cifar10-gpu": TrainConfig(data="cifar10", data_options={}, **{**_PIXEL_GPU, "judge_bar": 0.6}),
+    "digits-gpu": TrainConfig(data="digits", data_options={}, resolution=16, judge_steps=300,
+                              **{**_PIXEL_GPU, "steps": 5000}),
+    "mnist-gpu": TrainConfig(data="mnist", data_options={}, judge_steps=2000, **_PIXEL_GPU),  # 28 -> 32 px, 1 channel
+    "fashion-mnist-gpu": TrainConfig(data="fashion_mnist", data_options={}, judge_steps=2000, judge_bar=0.85,
+                                     **_PIXEL_GPU),
+    "cifar10-gpu": TrainConfig(data="cifar10", data_options={}, judge_steps=3000, judge_bar=0.6, **_PIXEL_GPU),
     "butterflies-gpu": TrainConfig(data="huggan/smithsonian_butterflies_subset", data_options={}, resolution=64,
                                    unet="gpu-latent", batch_size=64, lr=2e-4, steps=20000, text_preset="gpu",
                                    text_bar=0.0, vae_bar=0.0),
