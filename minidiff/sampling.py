@@ -68,9 +68,12 @@ def model_evaluations(sampler: str, steps: int) -> int:
 # The update rules: xt (B, ...) at alpha_bar_t -> x (B, ...) at alpha_bar_prev (1.0 at the clean end)
 
 
-def ddpm_step(xt: Tensor, x0_pred: Tensor, alpha_bar_t: float, alpha_bar_prev: float,
+def ddpm_step(xt: Tensor, x0_pred: Tensor, alpha_bar_t: float | Tensor, alpha_bar_prev: float | Tensor,
               noise: Tensor) -> Tensor:
-    """Sample the posterior q(x_prev | xt, x0 = x0_pred) (Ho et al. 2020, eqs. 6-7); noise (B, ...)."""
+    """Sample the posterior q(x_prev | xt, x0 = x0_pred) (Ho et al. 2020, eqs. 6-7); noise (B, ...).
+
+    The alpha_bars are floats, or (B, 1, ..., 1) tensors for a timestep per sample.
+    """
     mean, var = posterior_from_alpha_bar(alpha_bar_t, alpha_bar_prev, x0_pred, xt)  # var = 0 at the clean end
     return mean + var**0.5 * noise
 

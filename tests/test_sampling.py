@@ -212,6 +212,8 @@ def test_ddpm_step_samples_the_posterior_and_ddim_eta_adds_its_variance():
     ab_t, ab_prev = SCHEDULE.alpha_bar[t].item(), SCHEDULE.alpha_bar[t - 1].item()
     assert torch.allclose(ddpm_step(xt, x0, ab_t, ab_prev, noise), mean + var.sqrt() * noise, atol=1e-12)
     assert torch.equal(ddpm_step(xt, x0, ab_t, 1.0, noise), x0)  # the clean end: no noise
+    per_sample = ddpm_step(xt, x0, torch.tensor([[ab_t]]), torch.tensor([[ab_prev]]), noise)  # (B, 1) levels
+    assert torch.allclose(per_sample, mean + var.sqrt() * noise, atol=1e-12)
     # eta = 1: the variance of Song et al. eq. 16 is the posterior's (Ho et al. eq. 7)
     eps = (xt - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)
     zero = torch.zeros_like(x0)
