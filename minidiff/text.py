@@ -22,7 +22,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
-from minidiff.shapes import ShapesConfig, make_shapes, split_words
+from minidiff.shapes import ShapesConfig, split_words
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")  # special tokens, always ids 0, 1, 2
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -35,8 +35,7 @@ LEARNING_RATE = 2e-3  # AdamW for a model this small; tuned on shapes
 WEIGHT_DECAY = 0.05  # AdamW decoupled decay, Loshchilov & Hutter 2019
 WARMUP_STEPS = 50  # linear warm-up, then cosine decay (Loshchilov & Hutter 2017)
 KINDS = ("tiny_clip", "text_encoder")  # what a text checkpoint can hold
-SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "text_encoder"  # made by train_and_save()
-SHIPPED_STEPS = 600  # training steps of the shipped weights (batch 128, preset "cpu", seed 0)
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "text_encoder"  # made by `python -m minidiff train`
 EVAL_SEED = 10**9 + 7  # held-out pairs; training batches use seeds seed * 1_000_003 + step, far below
 
 
@@ -387,19 +386,3 @@ def encode_prompts(encoder: TextEncoder, tokenizer: Tokenizer, prompts: list[str
     device = next(encoder.parameters()).device if device is None else torch.device(device)
     tokens = tokenizer.encode(prompts, encoder.config.max_len).to(device)  # (B, L)
     return encoder.to(device).eval()(tokens) * (tokens != PAD_ID).unsqueeze(-1)  # (B, L, D)
-
-
-def train_and_save(path: str | Path = SHIPPED_WEIGHTS, config: CLIPConfig | str = "cpu", steps: int = SHIPPED_STEPS,
-                   batch_size: int = 128, seed: int = 0, device: str = "auto", pairs: int = 500) -> dict[str, Any]:
-    """Train a TinyCLIP, measure retrieval on ``pairs`` held-out pairs, save both; return the numbers.
-
-    The defaults reproduce the shipped weights; the numbers are stored in the JSON's ``extra``.
-    """
-    clip = train_clip(config, steps, batch_size, seed, device)
-    report: dict[str, Any] = {"steps": steps, "batch_size": batch_size, "seed": seed, "device": str(pick_device(device)),
-                              "train_seconds": round(clip.train_seconds, 1)}
-    for max_objects in (1, 2):
-        images, captions, _ = make_shapes(pairs, ShapesConfig(max_objects=max_objects), seed=EVAL_SEED + max_objects)
-        report[f"retrieval_max_objects_{max_objects}"] = {k: round(v, 4) for k, v in retrieval_accuracy(clip, images, captions).items()}
-    save_text_encoder(clip, clip.tokenizer, path, extra=report)
-    return report
