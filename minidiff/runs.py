@@ -1,9 +1,9 @@
 """A run: every stage of a text-to-image model trained in order into one folder, each one checked.
 
-    judge (labelled data) -> text encoder -> VAE (latent runs) -> U-Net
+    judge (labelled data; shapes when judge_steps > 0) -> text encoder -> VAE (latent runs) -> U-Net
 
 Every stage trains with ``training.fit``. After each one, a bar it must reach before the next stage
-starts: the label judge's held-out accuracy; the text encoder's held-out retrieval; for the VAE, the
+starts: the judge's accuracy on real images; the text encoder's held-out retrieval; for the VAE, the
 share of held-out reconstructions the judge still reads right. A stage that misses its bar stops the
 run with a message saying what was measured and what was expected (``StageFailed``).
 
