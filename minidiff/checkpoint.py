@@ -253,8 +253,11 @@ def write_manifest(weights_dir: str | Path, commands: dict[str, str]) -> dict[st
 
 def write_run_manifest(folder: str | Path) -> dict[str, Any]:
     """Write ``folder``/manifest.json: the sha256 and size of every file in a run folder (sub-folders
-    included, temporaries and the manifest itself left out); return the manifest."""
+    included, the manifest itself left out); return the manifest. A run folder has one writer, the run,
+    which calls this between saves: temporaries left in it by a killed save are deleted first."""
     folder = Path(folder)
+    for stale in folder.glob(f"*{TMP_SUFFIX}"):
+        stale.unlink(missing_ok=True)
     names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                    if p.is_file() and p.name != MANIFEST and not p.name.endswith(TMP_SUFFIX))
     return _write_manifest(folder, dict.fromkeys(names))
