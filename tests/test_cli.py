@@ -1,9 +1,14 @@
 """The command line: help, exit status 2 with a one-line message for bad input, sample writes a PNG."""
 
+import dataclasses
+import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
+
+from minidiff import cli
 
 from minidiff.pipeline import MANIFEST
 
@@ -76,3 +81,37 @@ def test_train_then_sample_from_the_run(tmp_path):
     result = run("sample", "a red circle", "--weights", str(run_dir), "--steps", "2", "--num-images", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert out.stat().st_size > 0
+    # resuming the finished run says so, with its last loss, and trains nothing
+    result = run("train", "--resume", "--out", str(run_dir), "--device", "cpu")
+    assert result.returncode == 0 and "already finished: step 20 of 20, loss" in result.stdout, result.stderr
+    assert "nan" not in result.stdout
+    # a copy of the run with one flipped data byte is refused, naming the file
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    data = bytearray((copy / "text_encoder.safetensors").read_bytes())
+    data[-5] ^= 0x01
+    (copy / "text_encoder.safetensors").write_bytes(bytes(data))
+    result = run("sample", "a red circle", "--weights", str(copy), "--steps", "2", "--out", str(tmp_path / "c.png"))
+    assert result.returncode == 2 and "text_encoder.safetensors is corrupt" in result.stderr, result.stderr
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_resume_of_a_finished_run_trains_nothing(tmp_path, capsys):
+    from minidiff.checkpoint import save_checkpoint
+    from minidiff.training import train_config
+
+    info = {"step": 20, "loss": 0.0625, "train_config": dataclasses.asdict(train_config("tiny"))}
+    save_checkpoint(tmp_path / "train_state", {"w": torch.zeros(1)}, {}, info)
+    assert cli.main(["train", "--resume", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path} is already finished: step 20 of 20, loss 0.0625; nothing to train" in out
+
+
+def test_non_square_sizes_are_checked_and_sampled(tmp_path):
+    out = tmp_path / "wide.png"
+    result = run("sample", "a red circle", "--height", "32", "--width", "64", "--steps", "2", "--num-images", "1",
+                 "--scale", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    from PIL import Image
+
+    assert Image.open(out).size == (64 + 2, 32 + 2)  # one image and the grid's 1 px frame
