@@ -76,7 +76,8 @@ SCRIPT = textwrap.dedent("""
     for copy, op, files in killer.kills:
         report = {"copy": copy, "op": op, "files": files}
         try:
-            result = train_denoiser(config, copy, encoder, tokenizer, device="cpu", progress=False, resume=True)
+            result = train_denoiser(config, copy, encoder, tokenizer, device="cpu", progress=False,
+                                    resume=True)
         except ValueError as err:
             print(json.dumps({**report, "outcome": "refused", "message": str(err)}), flush=True)
             continue
@@ -91,11 +92,15 @@ SCRIPT = textwrap.dedent("""
 
 def run_faults(tmp_path, steps, every, attack):
     script = tmp_path / "faults.py"
-    header = (f"TESTS = {os.path.dirname(__file__)!r}\nROOT = {str(tmp_path)!r}\n"
-              f"STEPS, EVERY, ATTACK = {steps}, {every}, {attack}\n")
+    header = (
+        f"TESTS = {os.path.dirname(__file__)!r}\nROOT = {str(tmp_path)!r}\n"
+        f"STEPS, EVERY, ATTACK = {steps}, {every}, {attack}\n"
+    )
     script.write_text(header + SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     return lines[0], lines[1:]

@@ -13,8 +13,15 @@ import torch
 from minidiff import cli, training
 from minidiff.checkpoint import checkpoint_exists, load_checkpoint, load_into
 from minidiff.schedule import make_schedule
-from minidiff.training import (LOSS_EXPLODED, SEED_STRIDE, TrainingDiverged, build_unet, diffusion_loss, make_batch,
-                               train_denoiser)
+from minidiff.training import (
+    LOSS_EXPLODED,
+    SEED_STRIDE,
+    TrainingDiverged,
+    build_unet,
+    diffusion_loss,
+    make_batch,
+    train_denoiser,
+)
 
 from test_training import tiny_setup
 
@@ -30,7 +37,9 @@ def loss_of_checkpoint(folder, config, encoder, tokenizer):
     x0, cond, t, noise = make_batch(config, step, 0, encoder, tokenizer, None, torch.device("cpu"))
     torch.manual_seed(config.seed * SEED_STRIDE + step)
     with torch.no_grad():
-        loss = diffusion_loss(unet, make_schedule(config.schedule, config.T), x0, t, noise, cond, config.prediction_type)
+        loss = diffusion_loss(
+            unet, make_schedule(config.schedule, config.T), x0, t, noise, cond, config.prediction_type
+        )
     return step, loss.item()
 
 
@@ -42,7 +51,9 @@ def test_the_kept_checkpoint_is_the_last_healthy_one(tmp_path):
     assert checkpoint_exists(tmp_path / "train_state"), "a checkpoint every step, yet none was kept"
     step, loss = loss_of_checkpoint(tmp_path, config, encoder, tokenizer)
     assert loss == loss and loss <= LOSS_EXPLODED, f"the kept checkpoint (step {step}) has loss {loss}"
-    assert re.search(rf"\bstep {step}\b", str(info.value)), f"the message does not name step {step}: {info.value}"
+    assert re.search(rf"\bstep {step}\b", str(info.value)), (
+        f"the message does not name step {step}: {info.value}"
+    )
     assert load_checkpoint(tmp_path / "unet")[1]["extra"]["step"] == step, "unet and train_state disagree"
 
 
@@ -56,8 +67,10 @@ def test_a_divergence_before_the_first_checkpoint_says_none_is_kept(tmp_path):
     assert re.search(r"\bno\b.*checkpoint", message) and "is kept" not in message, message
 
 
-@pytest.mark.xfail(reason="needs the one training loop: its progress bar is left open, so 'error:' lands mid-line",
-                   strict=False)
+@pytest.mark.xfail(
+    reason="needs the one training loop: its progress bar is left open, so 'error:' lands mid-line",
+    strict=False,
+)
 def test_the_cli_reports_a_divergence_in_one_line(tmp_path, monkeypatch, capsys):
     config = tiny_setup(**BLOW_UP)[0]
     monkeypatch.setitem(training.PRESETS, "tiny", config)
