@@ -276,6 +276,20 @@ def _write_manifest(folder: Path, names: dict[str, Optional[str]]) -> dict[str, 
     return manifest
 
 
+def refresh_manifest(path: str | Path) -> None:
+    """After checkpoint ``path`` was rebuilt on purpose, update its entries in the folder's manifest.json
+    (if it lists them), keeping their commands; other entries stay as they are."""
+    stem = _stem(path)
+    manifest = read_manifest(stem.parent)
+    if manifest is None:
+        return
+    files = manifest["files"]
+    for name in [n for n in (stem.name + ".safetensors", stem.name + ".json") if n in files]:
+        files[name] |= {"sha256": sha256(stem.parent / name), "bytes": (stem.parent / name).stat().st_size}
+    manifest["total_bytes"] = sum(e.get("bytes", 0) for e in files.values())
+    atomic_write_bytes(stem.parent / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+
+
 def read_manifest(folder: str | Path) -> Optional[dict[str, Any]]:
     """``folder``/manifest.json as a dict, or None when there is none; a malformed one is a ValueError."""
     path = Path(folder) / MANIFEST

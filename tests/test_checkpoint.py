@@ -171,3 +171,18 @@ def test_unwritable_outputs_are_named_before_any_work(tmp_path):
 def test_a_missing_device_is_called_unavailable():
     with pytest.raises(ValueError, match="device='mps' is unavailable"):
         pick_device("mps")
+
+
+def test_rebuilding_a_listed_checkpoint_refreshes_only_its_manifest_entries(tmp_path):
+    from minidiff.checkpoint import refresh_manifest, write_manifest
+
+    save_checkpoint(tmp_path / "judge", {"w": torch.ones(2)}, {})
+    save_checkpoint(tmp_path / "vae", {"w": torch.ones(2)}, {})
+    write_manifest(tmp_path, {"judge": "python -m minidiff judge train", "vae": "python -m minidiff.vae"})
+    flip_last_byte(tmp_path / "vae.safetensors")
+    save_checkpoint(tmp_path / "judge", {"w": torch.zeros(2)}, {})
+    refresh_manifest(tmp_path / "judge")
+    load_checkpoint(tmp_path / "judge")  # its new hash is listed, its command kept
+    assert json.loads((tmp_path / "manifest.json").read_text())["files"]["judge.json"]["command"]
+    with pytest.raises(ValueError, match="vae.safetensors is corrupt"):  # nothing else is blessed
+        load_checkpoint(tmp_path / "vae")
