@@ -111,8 +111,9 @@ def pipeline_facts(weights: Optional[str]) -> dict[str, Any]:
 
 
 def check_prompts(option: str, prompts: Sequence[str], facts: dict[str, Any]) -> None:
-    """Check each prompt once, before any work: the caption parser (for shapes weights, whose judge
-    reads prompts back) and the tokenizer (unknown words, length) share ``shapes.split_words``."""
+    """Check each prompt once, before any work: the caption parser for shapes weights, whose judge reads
+    prompts back (it splits words with ``shapes.split_words`` and names whole words: 'círcle'), then the
+    tokenizer (unknown words, length)."""
     from minidiff.shapes import parse_caption
 
     for prompt in prompts:
