@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from minidiff import cli
+from minidiff.checkpoint import load_checkpoint
 
 from minidiff.pipeline import MANIFEST
 
@@ -81,6 +82,14 @@ def test_train_then_sample_from_the_run(tmp_path):
     result = run("sample", "a red circle", "--weights", str(run_dir), "--steps", "2", "--num-images", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert out.stat().st_size > 0
+    # a run stopped by --minutes continues with --resume alone (its settings come from its checkpoint)
+    # and ends bitwise equal to the uninterrupted run
+    stopped = tmp_path / "stopped"
+    assert cli.main(["train", "--preset", "tiny", "--out", str(stopped), "--device", "cpu", "--minutes", "1e-6"]) == 0
+    assert load_checkpoint(stopped / "train_state")[1]["extra"]["step"] < 20
+    assert cli.main(["train", "--resume", "--out", str(stopped), "--device", "cpu"]) == 0
+    a, b = load_checkpoint(run_dir / "train_state")[0], load_checkpoint(stopped / "train_state")[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # resuming the finished run says so, with its last loss, and trains nothing
     result = run("train", "--resume", "--out", str(run_dir), "--device", "cpu")
     assert result.returncode == 0 and "already finished: step 20 of 20, loss" in result.stdout, result.stderr

@@ -104,6 +104,7 @@ CASES = [
     pytest.param(["train", "--out", UNWRITABLE + "/run"], ["--out", UNWRITABLE], marks=HAS_PROC),
     (["train", "--preset", "tiny", "--resume", "--out", "{empty}"], ["--resume", "{empty}", "no checkpoint"]),
     (["train", "--preset", "tiny", "--out", "{run}"], ["--out", "{run}", "--resume"]),
+    (["train", "--resume", "--out", "{early}"], ["--resume", "{early}", "--preset"]),
     (["train", "--resume", "--out", "{run}", "--steps", "40"], ["--resume", "steps=20", "40"]),
     (["train", "--resume", "--out", "{run}", "--preset", "shapes-pixel"], ["--resume", "latent=True"]),
     # eval
@@ -170,6 +171,8 @@ def places(tmp_path_factory):
     data = bytearray((corrupt / "unet.safetensors").read_bytes())
     data[-10] ^= 0x01  # a byte of tensor data: the file still parses
     (corrupt / "unet.safetensors").write_bytes(bytes(data))
+    early = root / "early"  # killed after its text encoder stage
+    save_checkpoint(early / "text_encoder", {"w": torch.zeros(2)}, {"dim": 2}, {"kind": "text_encoder"})
     badjson = root / "badjson"
     badjson.mkdir()
     (badjson / "unet.safetensors").write_bytes((WEIGHTS_DIR / "unet.safetensors").read_bytes())
@@ -180,6 +183,7 @@ def places(tmp_path_factory):
         "run": str(run),
         "empty": str(root / "empty"),
         "corrupt": str(corrupt),
+        "early": str(early),
         "badjson": str(badjson),
     }
 
