@@ -212,7 +212,7 @@ def training_config(args: argparse.Namespace, out: Path) -> Any:
     if args.resume and not stages:
         raise UserError(f"--resume: --out={str(out)!r} holds no checkpoint to resume (no text_encoder, vae "
                         f"or train_state); leave out --resume to train from scratch")
-    if args.resume and args.preset is None and not checkpoint_exists(state):  # its settings live in train_state
+    if args.resume and args.preset is None and not checkpoint_exists(state):  # settings live in train_state
         raise UserError(f"--resume: the run in {out} was stopped before its U-Net stage saved its settings; "
                         f"pass the --preset (and --steps, --seed) it was started with")
     if not checkpoint_exists(state):  # a new run, or one killed in an early stage: finished stages are reused

@@ -77,15 +77,19 @@ def test_train_then_sample_from_the_run(tmp_path):
     result = run("train", "--preset", "tiny", "--out", str(run_dir), "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "step=20" in result.stdout and f"--weights {run_dir}" in result.stdout
-    assert {"text_encoder.safetensors", "vae.safetensors", "unet.safetensors", "train_state.safetensors", "manifest.json"} <= {p.name for p in run_dir.iterdir()}
+    written = {p.name for p in run_dir.iterdir()}
+    assert {"text_encoder.safetensors", "vae.safetensors", "unet.safetensors", "train_state.safetensors",
+            "manifest.json"} <= written
     out = tmp_path / "grid.png"
-    result = run("sample", "a red circle", "--weights", str(run_dir), "--steps", "2", "--num-images", "1", "--out", str(out))
+    result = run("sample", "a red circle", "--weights", str(run_dir), "--steps", "2", "--num-images", "1",
+                 "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert out.stat().st_size > 0
     # a run stopped by --minutes continues with --resume alone (its settings come from its checkpoint)
     # and ends bitwise equal to the uninterrupted run
     stopped = tmp_path / "stopped"
-    assert cli.main(["train", "--preset", "tiny", "--out", str(stopped), "--device", "cpu", "--minutes", "1e-6"]) == 0
+    assert cli.main(["train", "--preset", "tiny", "--out", str(stopped), "--device", "cpu",
+                     "--minutes", "1e-6"]) == 0
     assert load_checkpoint(stopped / "train_state")[1]["extra"]["step"] < 20
     assert cli.main(["train", "--resume", "--out", str(stopped), "--device", "cpu"]) == 0
     a, b = load_checkpoint(run_dir / "train_state")[0], load_checkpoint(stopped / "train_state")[0]
@@ -100,7 +104,8 @@ def test_train_then_sample_from_the_run(tmp_path):
     data = bytearray((copy / "text_encoder.safetensors").read_bytes())
     data[-5] ^= 0x01
     (copy / "text_encoder.safetensors").write_bytes(bytes(data))
-    result = run("sample", "a red circle", "--weights", str(copy), "--steps", "2", "--out", str(tmp_path / "c.png"))
+    result = run("sample", "a red circle", "--weights", str(copy), "--steps", "2",
+                 "--out", str(tmp_path / "c.png"))
     assert result.returncode == 2 and "text_encoder.safetensors is corrupt" in result.stderr, result.stderr
     assert not (tmp_path / "c.png").exists()
 
