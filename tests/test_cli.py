@@ -123,8 +123,8 @@ def test_resume_of_a_finished_run_trains_nothing(tmp_path, capsys):
 
 def test_non_square_sizes_are_checked_and_sampled(tmp_path):
     out = tmp_path / "wide.png"
-    result = run("sample", "a red circle", "--height", "32", "--width", "64", "--steps", "2", "--num-images", "1",
-                 "--scale", "1", "--out", str(out))
+    result = run("sample", "a red circle", "--height", "32", "--width", "64", "--steps", "2",
+                 "--num-images", "1", "--scale", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr
     from PIL import Image
 
