@@ -46,9 +46,9 @@ def pick_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' is unavailable: no CUDA GPU is visible on this machine; use auto or cpu")
+        raise ValueError("device='cuda' is unavailable: this machine shows no CUDA GPU; use auto or cpu")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device='mps' is unavailable: this machine has no Apple-silicon GPU (MPS); use auto or cpu")
+        raise ValueError("device='mps' is unavailable: this machine has no Apple GPU (MPS); use auto or cpu")
     return torch.device(name)
 
 
@@ -102,7 +102,8 @@ def check_writable(path: str | Path, folder: bool = False, suffixes: Iterable[st
     if folder and path.exists() and not path.is_dir():
         raise ValueError("is a file; give a folder")
     if not folder and (path.is_dir() or str(path).endswith(("/", os.sep)) or str(path) in ("", ".")):
-        raise ValueError("is a folder; give a file path" + (f" ending in {', '.join(suffixes)}" if suffixes else ""))
+        ending = f" ending in {', '.join(suffixes)}" if suffixes else ""
+        raise ValueError(f"is a folder; give a file path{ending}")
     if suffixes and path.suffix.lower() not in suffixes:
         raise ValueError(f"has the file extension {path.suffix!r}; allowed: {', '.join(suffixes)}")
     existing = path if folder else path.parent
@@ -115,7 +116,7 @@ def check_writable(path: str | Path, folder: bool = False, suffixes: Iterable[st
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
         probe.unlink()
     except OSError as err:
-        raise ValueError(f"cannot be written: no file can be created in {existing} ({err.strerror})") from None
+        raise ValueError(f"cannot be written: no file can be made in {existing} ({err.strerror})") from None
     if not folder and path.exists() and not os.access(path, os.W_OK):
         raise ValueError("cannot be written: the file exists and is read-only")
     return path
@@ -182,7 +183,7 @@ def read_metadata(path: str | Path, verify: bool = True) -> dict[str, Any]:
     source, text = (weights, header) if header is not None else (sidecar, None)
     if text is None:
         if not sidecar.is_file():
-            raise ValueError(f"checkpoint file {sidecar} is missing, and {weights} has no metadata in its header")
+            raise ValueError(f"checkpoint file {sidecar} is missing, and {weights} has no header metadata")
         text = sidecar.read_text()
     try:
         meta = json.loads(text)
@@ -247,14 +248,17 @@ def write_manifest(weights_dir: str | Path, commands: dict[str, str]) -> dict[st
     it from scratch; both of its files (.safetensors and .json) are listed.
     """
     folder = Path(weights_dir)
-    names = {f"{name}{suffix}": command for name, command in commands.items() for suffix in (".safetensors", ".json")}
+    names = {f"{name}{suffix}": cmd for name, cmd in commands.items() for suffix in (".safetensors", ".json")}
     return _write_manifest(folder, names)
 
 
 def write_run_manifest(folder: str | Path) -> dict[str, Any]:
     """Write ``folder``/manifest.json: the sha256 and size of every file in a run folder (sub-folders
-    included, temporaries and the manifest itself left out); return the manifest."""
+    included, the manifest itself left out); return the manifest. A run folder has one writer, the run,
+    which calls this between saves: temporaries left in it by a killed save are deleted first."""
     folder = Path(folder)
+    for stale in folder.glob(f"*{TMP_SUFFIX}"):
+        stale.unlink(missing_ok=True)
     names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                    if p.is_file() and p.name != MANIFEST and not p.name.endswith(TMP_SUFFIX))
     return _write_manifest(folder, dict.fromkeys(names))
@@ -270,6 +274,20 @@ def _write_manifest(folder: Path, names: dict[str, Optional[str]]) -> dict[str, 
     manifest = {"files": files, "total_bytes": sum(f["bytes"] for f in files.values())}
     atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest
+
+
+def refresh_manifest(path: str | Path) -> None:
+    """After checkpoint ``path`` was rebuilt on purpose, update its entries in the folder's manifest.json
+    (if it lists them), keeping their commands; other entries stay as they are."""
+    stem = _stem(path)
+    manifest = read_manifest(stem.parent)
+    if manifest is None:
+        return
+    files = manifest["files"]
+    for name in [n for n in (stem.name + ".safetensors", stem.name + ".json") if n in files]:
+        files[name] |= {"sha256": sha256(stem.parent / name), "bytes": (stem.parent / name).stat().st_size}
+    manifest["total_bytes"] = sum(e.get("bytes", 0) for e in files.values())
+    atomic_write_bytes(stem.parent / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 def read_manifest(folder: str | Path) -> Optional[dict[str, Any]]:
@@ -307,12 +325,13 @@ def verify_run_manifest(folder: str | Path, names: Optional[Iterable[str]] = Non
     def fix(name: str) -> str:
         command = listed[name].get("command")
         return f"; rebuild it with: {command}" if command else (
-            "; copy the run folder again, or if its training was killed while saving, finish it with --resume")
+            "; copy the run folder again, or if its training was killed while saving, finish it: --resume")
 
     for name in checked:  # every missing file first: a half-copied folder is named as such
         if not (folder / name).is_file():
             raise ValueError(f"file {folder / name} is missing, but {folder / MANIFEST} lists it{fix(name)}")
     for name in checked:
         if sha256(folder / name) != listed[name]["sha256"]:
-            raise ValueError(f"file {folder / name} is corrupt: its sha256 differs from {folder / MANIFEST}{fix(name)}")
+            raise ValueError(f"file {folder / name} is corrupt: its sha256 differs from {folder / MANIFEST}"
+                             f"{fix(name)}")
     return manifest

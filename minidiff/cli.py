@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
-from minidiff.checkpoint import atomic_write_bytes, check_writable, checkpoint_exists, pick_device, read_metadata
+from minidiff.checkpoint import (atomic_write_bytes, check_writable, checkpoint_exists, pick_device,
+                                 read_metadata)
 
 EXIT_BAD_INPUT = 2
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
-MAX_GUIDANCE = 50.0  # the guidance sweep (viz.GUIDANCE_SCALES) saturates shapes images by 10; 50 is far past it
+MAX_GUIDANCE = 50.0  # shapes images saturate by 10 (viz.GUIDANCE_SCALES' sweep); 50 is far past it
 MAX_SIZE_FACTOR = 8  # sides up to 8x the training resolution: far past where subjects repeat (notebook 08),
 #                      while self-attention memory grows with (H * W)**2
 MAX_NUM_IMAGES = 64  # images per prompt: an 8 x 8 grid row
@@ -53,7 +54,8 @@ def check_int(option: str, value: int, low: int, high: Optional[int] = None, why
         raise UserError(f"{option}={value} is not allowed; use an integer {allowed}{why}")
 
 
-def check_float(option: str, value: float, low: float, high: float, why: str = "", low_open: bool = False) -> None:
+def check_float(option: str, value: float, low: float, high: float, why: str = "", low_open: bool = False
+                ) -> None:
     """Raise a UserError unless ``value`` is finite and in [low, high] ((low, high] with ``low_open``)."""
     ok = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
     if not ok:
@@ -110,8 +112,9 @@ def pipeline_facts(weights: Optional[str]) -> dict[str, Any]:
 
 
 def check_prompts(option: str, prompts: Sequence[str], facts: dict[str, Any]) -> None:
-    """Check each prompt once, before any work: the caption parser (for shapes weights, whose judge
-    reads prompts back) and the tokenizer (unknown words, length) share ``shapes.split_words``."""
+    """Check each prompt once, before any work: the caption parser for shapes weights, whose judge reads
+    prompts back (it splits words with ``shapes.split_words`` and names whole words: 'círcle'), then the
+    tokenizer (unknown words, length)."""
     from minidiff.shapes import parse_caption
 
     for prompt in prompts:
@@ -140,18 +143,20 @@ def check_sample(args: argparse.Namespace, facts: dict[str, Any]) -> Path:
     check_int("--num-images", args.num_images, 1, MAX_NUM_IMAGES, " (images per prompt)")
     total = len(args.prompt) * args.num_images
     if total > MAX_BATCH:
-        raise UserError(f"--num-images={args.num_images} with {len(args.prompt)} prompts makes {total} images; "
-                        f"at most {MAX_BATCH} are sampled at once")
+        raise UserError(f"--num-images={args.num_images} with {len(args.prompt)} prompts makes {total} "
+                        f"images; at most {MAX_BATCH} are sampled at once")
     check_seed(args.seed, args.num_images)
     m, top = facts["multiple"], MAX_SIZE_FACTOR * facts["resolution"]
     for option, value in (("--height", args.height), ("--width", args.width)):
         if value is not None and not (m <= value <= top and value % m == 0):
-            raise UserError(f"{option}={value} is not allowed; use a multiple of {m} in {m}..{top} (the VAE and U-Net "
-                            f"downsample by {m}; {top} is {MAX_SIZE_FACTOR}x the {facts['resolution']} px training size)")
+            raise UserError(f"{option}={value} is not allowed; use a multiple of {m} in {m}..{top} (the VAE "
+                            f"and U-Net downsample by {m}; {top} is {MAX_SIZE_FACTOR}x the "
+                            f"{facts['resolution']} px training size)")
     height, width = args.height or facts["resolution"], args.width or facts["resolution"]
-    grid = max(args.num_images * (width + GRID_PAD), len(args.prompt) * (height + GRID_PAD)) + GRID_PAD  # px a side
-    check_int("--scale", args.scale, 1, max(1, MAX_PNG_SIDE // grid), f" (the PNG grid of {len(args.prompt)} x "
-              f"{args.num_images} images of {height}x{width} px must fit {MAX_PNG_SIDE} px a side)")
+    grid = max(args.num_images * (width + GRID_PAD), len(args.prompt) * (height + GRID_PAD)) + GRID_PAD  # px
+    check_int("--scale", args.scale, 1, max(1, MAX_PNG_SIDE // grid), f" (the PNG grid of "
+              f"{len(args.prompt)} x {args.num_images} images of {height}x{width} px must fit "
+              f"{MAX_PNG_SIDE} px a side)")
     check_prompts("prompt", args.prompt, facts)
     check_prompts("--negative-prompt", [args.negative_prompt], facts)
     as_option("--device: ", pick_device, args.device)
@@ -190,16 +195,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-class FinishedRun(Exception):
-    """--resume of a run that has done all its steps: not an error, nothing to do."""
-
-
-def _settings_differ(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """The settings a run was saved with that ``wanted`` changes (settings added since are not compared)."""
-    wanted = json.loads(json.dumps(wanted))  # tuples -> lists, as the checkpoint stores them
-    return [f"{k}={saved[k]!r} (asked: {wanted.get(k)!r})" for k in sorted(saved) if saved[k] != wanted.get(k)]
-
-
 def training_config(args: argparse.Namespace, out: Path) -> Any:
     """The TrainConfig to run: the preset (chosen by --data when not given) with the options applied, or
     with --resume the run's own settings (which explicit options must then match)."""
@@ -211,7 +206,7 @@ def training_config(args: argparse.Namespace, out: Path) -> Any:
     if args.steps is not None:
         check_int("--steps", args.steps, 1, None, " (U-Net training steps)")
     if args.minutes is not None:
-        check_float("--minutes", args.minutes, 0.0, 1e6, " (the U-Net stage stops after this long)", low_open=True)
+        check_float("--minutes", args.minutes, 0.0, 1e6, " (the U-Net stage stops after it)", low_open=True)
     if args.seed is not None:
         check_seed(args.seed)
     overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("resolution", args.resolution),
@@ -224,8 +219,8 @@ def training_config(args: argparse.Namespace, out: Path) -> Any:
     preset = args.preset or default_preset(args.data)
     stages = [name for name in (*STAGES, *(f"{n}_state" for n in STAGES)) if checkpoint_exists(out / name)]
     if stages and not args.resume:
-        raise UserError(f"--out={str(out)!r} already holds a run ({', '.join(stages)}); continue it with --resume "
-                        f"or choose another --out")
+        raise UserError(f"--out={str(out)!r} already holds a run ({', '.join(stages)}); continue it with "
+                        f"--resume or choose another --out")
     if args.resume and not stages:
         raise UserError(f"--resume: --out={str(out)!r} holds no checkpoint to resume (none of "
                         f"{', '.join(STAGES)}); leave out --resume to train from scratch")
@@ -233,15 +228,17 @@ def training_config(args: argparse.Namespace, out: Path) -> Any:
     if saved is None:  # a run killed before its first stage finished starts again
         return train_config(preset, **overrides)
     config = train_config(args.preset, **overrides) if args.preset else dataclasses.replace(saved, **overrides)
-    if differ := _settings_differ(dataclasses.asdict(saved), dataclasses.asdict(config)):
+    wanted, old = (json.loads(json.dumps(dataclasses.asdict(c))) for c in (config, saved))  # tuples -> lists
+    if differ := [f"{k}={v!r} (asked: {wanted.get(k)!r})" for k, v in sorted(old.items()) if v != wanted.get(k)]:
         raise UserError(f"--resume: the run in {out} was trained with other settings: {'; '.join(differ)}; "
                         f"resume it with its own settings or choose another --out")
     if checkpoint_exists(out / "unet_state"):
         extra = read_metadata(out / "unet_state", verify=False)["extra"]
         if extra.get("step", 0) >= config.steps:
             loss = f", loss {extra['loss']:.4g}" if isinstance(extra.get("loss"), float) else ""
-            raise FinishedRun(f"{out} is already finished: step {extra['step']} of {config.steps}{loss}; nothing to "
-                              f"train. Sample with: python -m minidiff sample \"...\" --weights {out}")
+            print(f"{out} is already finished: step {extra['step']} of {config.steps}{loss}; nothing to train. "
+                  f"Sample with: python -m minidiff sample \"...\" --weights {out}")
+            return None
     return config
 
 
@@ -263,10 +260,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     name = args.preset or (default_preset(args.data) if args.data in (None, "shapes", "digits") else "data")
     out = check_output("--out", args.out or f"runs/{name}", folder=True)
     as_option("--device: ", pick_device, args.device)
-    try:
-        config = training_config(args, out)
-    except FinishedRun as done:
-        print(done)
+    if (config := training_config(args, out)) is None:
         return 0
     try:
         result = train_preset(config, out, device=args.device, resume=args.resume, max_minutes=args.minutes)
@@ -301,7 +295,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate_judge_cli(n=args.judge_images)
     if not args.judge_only:
         report.update(evaluate_pipeline_cli(args.weights, n_prompts=args.prompts, steps=args.steps,
-                                            guidance_scale=args.guidance, sampler=args.sampler, device=args.device))
+                                            guidance_scale=args.guidance, sampler=args.sampler,
+                                            device=args.device))
     if out is not None:
         atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
     return 0
@@ -310,10 +305,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_grade(args: argparse.Namespace, rest: list[str]) -> int:
     """Grade the exercises (all options are the grader's own: see `grade --help`)."""
     for i, arg in enumerate(rest):  # the report path is checked before any exercise runs
-        if arg.startswith("--json="):
-            check_output("--json", arg.split("=", 1)[1])
-        elif arg == "--json" and i + 1 < len(rest):
-            check_output("--json", rest[i + 1])
+        if arg.startswith("--json=") or (arg == "--json" and i + 1 < len(rest)):
+            check_output("--json", arg[len("--json="):] if "=" in arg else rest[i + 1])
     from minidiff.grading import main as grade_main
 
     return grade_main(rest)
@@ -334,7 +327,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
         scores = report["eval"]
         print(f"trained in {report['train_seconds']:.0f}s; saved {args.path}")
     else:
-        scores = evaluate_judge(as_option(f"--path={args.path!r}: ", load_judge, args.path, args.device), args.n)
+        judge = as_option(f"--path={args.path!r}: ", load_judge, args.path, args.device)
+        scores = evaluate_judge(judge, args.n)
     print("  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return 0
 
@@ -358,11 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def sampling_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--weights", default=None, help="a training run's folder (default: the shipped weights)")
+        p.add_argument("--weights", default=None, help="a training run's folder (default: shipped weights)")
         p.add_argument("--steps", type=int, default=20)
         p.add_argument("--sampler", default="dpmpp_2m", help=f"one of {', '.join(SAMPLERS)}")
         p.add_argument("--guidance", type=float, default=3.0,
-                       help=f"classifier-free guidance scale in [0, {MAX_GUIDANCE:g}] (0 = ignore prompt, 1 = none)")
+                       help=f"classifier-free guidance, 0..{MAX_GUIDANCE:g} (0: no prompt, 1: no guidance)")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
 
     p = sub.add_parser("sample", help="a sentence -> a PNG grid of pictures (shipped weights by default)")
@@ -370,11 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     sampling_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
     p.add_argument("--negative-prompt", default="", help="what to steer away from")
-    p.add_argument("--num-images", type=int, default=4, help=f"images per prompt (one seed each), 1..{MAX_NUM_IMAGES}")
-    p.add_argument("--height", type=int, default=None, help=f"up to {MAX_SIZE_FACTOR}x the training resolution")
-    p.add_argument("--width", type=int, default=None, help=f"up to {MAX_SIZE_FACTOR}x the training resolution")
+    p.add_argument("--num-images", type=int, default=4, help=f"images per prompt, 1..{MAX_NUM_IMAGES}")
+    p.add_argument("--height", type=int, default=None, help=f"up to {MAX_SIZE_FACTOR}x the training size")
+    p.add_argument("--width", type=int, default=None, help=f"up to {MAX_SIZE_FACTOR}x the training size")
     p.add_argument("--out", default=None, help="PNG path (default: outputs/<prompt>_seed<seed>.png)")
-    p.add_argument("--scale", type=int, default=4, help="draw every pixel as a scale x scale block in the PNG")
+    p.add_argument("--scale", type=int, default=4, help="draw each pixel as a scale x scale block in the PNG")
     p.add_argument("--dry-run", action="store_true", help="check every option and prompt, then stop")
     p.set_defaults(run=cmd_sample)
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
+from minidiff.checkpoint import load_checkpoint, load_into, pick_device, refresh_manifest, save_checkpoint
 from minidiff.shapes import (ATTRIBUTES, BACKGROUNDS, COLOURS, FIELDS, POSITIONS, SHAPES, SIZES, Object, Scene,
                              ShapesConfig, caption, make_shapes, parse_caption, relation_holds, render, sample_scenes)
 
@@ -270,6 +270,7 @@ def train_and_save(path: str | Path = WEIGHTS, preset: str = "default", steps: i
     report = {"steps": steps, "batch_size": batch_size, "seed": seed,
               "train_seconds": round(time.perf_counter() - start, 1), "eval": evaluate_judge(judge, n)}
     save_judge(judge, path, report)
+    refresh_manifest(path)  # rebuilding the shipped judge updates its entry in weights/manifest.json
     return report
 
 

@@ -169,6 +169,7 @@ def fit(stage: Stage, out: Optional[Path] = None, checkpoint_every: int = 0, res
         if step >= stage.warmup_steps:
             best = max(LOSS_FLOOR, min(best, smooth))
         if not math.isfinite(value) or value > LOSS_EXPLODED or smooth > DIVERGED_FACTOR * best:
+            bar.close()  # so the message starts on a line of its own
             kept = (f"the last healthy checkpoint, step {last_healthy}, is kept in {path}" if last_healthy is not None
                     and path is not None else "no healthy checkpoint exists")
             raise TrainingDiverged(f"{stage.name} training diverged at step {step}: loss {value:.4g} (smoothed "

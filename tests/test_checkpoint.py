@@ -10,8 +10,16 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from minidiff import checkpoint
-from minidiff.checkpoint import (META_KEY, check_writable, load_checkpoint, pick_device, read_metadata,
-                                 save_checkpoint, verify_run_manifest, write_run_manifest)
+from minidiff.checkpoint import (
+    META_KEY,
+    check_writable,
+    load_checkpoint,
+    pick_device,
+    read_metadata,
+    save_checkpoint,
+    verify_run_manifest,
+    write_run_manifest,
+)
 from minidiff.pipeline import WEIGHTS_DIR, load_pipeline
 
 SHIPPED = ("unet", "text_encoder", "vae", "judge")
@@ -40,7 +48,7 @@ def test_checkpoints_in_the_old_two_file_format_still_load(tmp_path):
     with pytest.raises(ValueError, match="old.json is not valid JSON"):
         load_checkpoint(tmp_path / "old")
     (tmp_path / "old.json").unlink()
-    with pytest.raises(ValueError, match="old.json is missing.*no metadata in its header"):
+    with pytest.raises(ValueError, match="old.json is missing.*no header metadata"):
         load_checkpoint(tmp_path / "old")
 
 
@@ -60,8 +68,11 @@ def test_shipped_weights_load_and_resave_bit_identically(tmp_path, name):
 
 def test_a_killed_save_leaves_no_temporary_behind_for_long(tmp_path):
     save_checkpoint(tmp_path / "unet", {"w": torch.ones(2)}, {})
-    stale = [tmp_path / "unet.safetensors.dead1234.tmp", tmp_path / "unet.json.dead1234.tmp",
-             tmp_path / "tmpab12cd.safetensors.tmp"]  # the last: the name older versions used
+    stale = [
+        tmp_path / "unet.safetensors.dead1234.tmp",
+        tmp_path / "unet.json.dead1234.tmp",
+        tmp_path / "tmpab12cd.safetensors.tmp",
+    ]  # the last: the name older versions used
     other = tmp_path / "vae.safetensors.beef5678.tmp"  # another checkpoint's save in flight
     for p in [*stale, other]:
         p.write_bytes(b"half a checkpoint")
@@ -95,7 +106,9 @@ def test_a_run_manifest_lists_every_file_and_catches_a_flipped_byte(tmp_path):
     data = bytearray((tmp_path / "unet.safetensors").read_bytes())
     data[-3] ^= 0x10  # inside the last tensor: safetensors alone would load it
     (tmp_path / "unet.safetensors").write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"unet\.safetensors is corrupt: its sha256 differs from .*manifest\.json"):
+    with pytest.raises(
+        ValueError, match=r"unet\.safetensors is corrupt: its sha256 differs from .*manifest\.json"
+    ):
         load_checkpoint(tmp_path / "unet")
     assert load_checkpoint(tmp_path / "unet", verify=False)[1]["extra"]["step"] == 3
     (tmp_path / "samples" / "step_000001.png").unlink()
@@ -139,11 +152,17 @@ def test_the_judge_loader_checks_the_manifest(tmp_path):
 
 def test_unwritable_outputs_are_named_before_any_work(tmp_path):
     (tmp_path / "file").write_text("x")
-    assert check_writable(tmp_path / "new" / "deeper" / "a.png", suffixes=(".png",)) == tmp_path / "new/deeper/a.png"
+    assert (
+        check_writable(tmp_path / "new" / "deeper" / "a.png", suffixes=(".png",))
+        == tmp_path / "new/deeper/a.png"
+    )
     assert not (tmp_path / "new").exists()
-    for path, kwargs, message in [(tmp_path, {}, "is a folder"), (tmp_path / "file" / "a.png", {}, "is a file"),
-                                  (tmp_path / "a.jpg", {"suffixes": (".png",)}, "extension '.jpg'"),
-                                  (tmp_path / "file", {"folder": True}, "is a file; give a folder")]:
+    for path, kwargs, message in [
+        (tmp_path, {}, "is a folder"),
+        (tmp_path / "file" / "a.png", {}, "is a file"),
+        (tmp_path / "a.jpg", {"suffixes": (".png",)}, "extension '.jpg'"),
+        (tmp_path / "file", {"folder": True}, "is a file; give a folder"),
+    ]:
         with pytest.raises(ValueError, match=message):
             check_writable(path, **kwargs)
 
@@ -152,3 +171,18 @@ def test_unwritable_outputs_are_named_before_any_work(tmp_path):
 def test_a_missing_device_is_called_unavailable():
     with pytest.raises(ValueError, match="device='mps' is unavailable"):
         pick_device("mps")
+
+
+def test_rebuilding_a_listed_checkpoint_refreshes_only_its_manifest_entries(tmp_path):
+    from minidiff.checkpoint import refresh_manifest, write_manifest
+
+    save_checkpoint(tmp_path / "judge", {"w": torch.ones(2)}, {})
+    save_checkpoint(tmp_path / "vae", {"w": torch.ones(2)}, {})
+    write_manifest(tmp_path, {"judge": "python -m minidiff judge train", "vae": "python -m minidiff.vae"})
+    flip_last_byte(tmp_path / "vae.safetensors")
+    save_checkpoint(tmp_path / "judge", {"w": torch.zeros(2)}, {})
+    refresh_manifest(tmp_path / "judge")
+    load_checkpoint(tmp_path / "judge")  # its new hash is listed, its command kept
+    assert json.loads((tmp_path / "manifest.json").read_text())["files"]["judge.json"]["command"]
+    with pytest.raises(ValueError, match="vae.safetensors is corrupt"):  # nothing else is blessed
+        load_checkpoint(tmp_path / "vae")

@@ -1,9 +1,15 @@
 """The command line: help, exit status 2 with a one-line message for bad input, sample writes a PNG."""
 
+import dataclasses
+import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
+
+from minidiff import cli
+from minidiff.checkpoint import load_checkpoint
 
 from minidiff.pipeline import WEIGHTS_DIR
 
@@ -71,9 +77,55 @@ def test_train_then_sample_from_the_run(tmp_path):
     result = run("train", "--preset", "tiny", "--out", str(run_dir), "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "step=20" in result.stdout and f"--weights {run_dir}" in result.stdout
+    written = {p.name for p in run_dir.iterdir()}
     assert {"run.json", "text_encoder.safetensors", "vae.safetensors", "unet.safetensors", "unet_state.safetensors",
-            "manifest.json"} <= {p.name for p in run_dir.iterdir()}
+            "manifest.json"} <= written
     out = tmp_path / "grid.png"
-    result = run("sample", "a red circle", "--weights", str(run_dir), "--steps", "2", "--num-images", "1", "--out", str(out))
+    result = run("sample", "a red circle", "--weights", str(run_dir), "--steps", "2", "--num-images", "1",
+                 "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert out.stat().st_size > 0
+    # a run stopped by --minutes continues with --resume alone (its settings come from its checkpoint)
+    # and ends bitwise equal to the uninterrupted run
+    stopped = tmp_path / "stopped"
+    assert cli.main(["train", "--preset", "tiny", "--out", str(stopped), "--device", "cpu",
+                     "--minutes", "1e-6"]) == 0
+    assert load_checkpoint(stopped / "train_state")[1]["extra"]["step"] < 20
+    assert cli.main(["train", "--resume", "--out", str(stopped), "--device", "cpu"]) == 0
+    a, b = load_checkpoint(run_dir / "train_state")[0], load_checkpoint(stopped / "train_state")[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # resuming the finished run says so, with its last loss, and trains nothing
+    result = run("train", "--resume", "--out", str(run_dir), "--device", "cpu")
+    assert result.returncode == 0 and "already finished: step 20 of 20, loss" in result.stdout, result.stderr
+    assert "nan" not in result.stdout
+    # a copy of the run with one flipped data byte is refused, naming the file
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    data = bytearray((copy / "text_encoder.safetensors").read_bytes())
+    data[-5] ^= 0x01
+    (copy / "text_encoder.safetensors").write_bytes(bytes(data))
+    result = run("sample", "a red circle", "--weights", str(copy), "--steps", "2",
+                 "--out", str(tmp_path / "c.png"))
+    assert result.returncode == 2 and "text_encoder.safetensors is corrupt" in result.stderr, result.stderr
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_resume_of_a_finished_run_trains_nothing(tmp_path, capsys):
+    from minidiff.checkpoint import save_checkpoint
+    from minidiff.training import train_config
+
+    info = {"step": 20, "loss": 0.0625, "train_config": dataclasses.asdict(train_config("tiny"))}
+    save_checkpoint(tmp_path / "train_state", {"w": torch.zeros(1)}, {}, info)
+    assert cli.main(["train", "--resume", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path} is already finished: step 20 of 20, loss 0.0625; nothing to train" in out
+
+
+def test_non_square_sizes_are_checked_and_sampled(tmp_path):
+    out = tmp_path / "wide.png"
+    result = run("sample", "a red circle", "--height", "32", "--width", "64", "--steps", "2",
+                 "--num-images", "1", "--scale", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    from PIL import Image
+
+    assert Image.open(out).size == (64 + 2, 32 + 2)  # one image and the grid's 1 px frame

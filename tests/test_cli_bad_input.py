@@ -19,7 +19,9 @@ P = "a red circle"
 UNWRITABLE = "/proc/minidiff"  # no file can be created under /proc, not even by root
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 NO_MPS = pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
-HAS_PROC = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc as a place nothing can be written")
+HAS_PROC = pytest.mark.skipif(
+    not Path("/proc/self").is_dir(), reason="needs /proc as a place nothing can be written"
+)
 
 # (argv, strings the one error line must contain: the option's name and the value given). In argv,
 # {dir} is an existing folder, {file} an existing file, {run} a finished tiny run, {empty} a folder
@@ -71,7 +73,10 @@ CASES = [
     (["sample", P, "--weights", "{badjson}"], ["--weights", "manifest.json is not valid JSON"]),
     # sample: prompts, checked before anything is sampled
     (["sample", "a red circle at the top"], ["prompt", "'a red circle at the top'", "half a position"]),
-    (["sample", "a red circle at the top", "--height", "32", "--width", "64"], ["prompt", "'a red circle at the top'"]),
+    (
+        ["sample", "a red circle at the top", "--height", "32", "--width", "64"],
+        ["prompt", "'a red circle at the top'"],
+    ),
     (["sample", "a large red círcle"], ["prompt", "'círcle'"]),
     (["sample", "a red circel"], ["prompt", "'circel'", "circle"]),
     (["sample", " ".join(["red"] * 40)], ["prompt", "red red"]),
@@ -86,13 +91,20 @@ CASES = [
     (["train", "--preset", "huge"], ["--preset='huge'", "shapes-latent"]),
     (["train", "--seed", "-1"], ["--seed=-1"]),
     (["train", "--seed", str(2**63)], ["--seed=9223372036854775808", "0..2**63-1"]),
-    pytest.param(["train", "--device", "cuda", "--out", "{empty}"], ["--device", "'cuda'", "unavailable"], marks=NO_CUDA),
-    pytest.param(["train", "--device", "mps", "--out", "{empty}"], ["--device", "'mps'", "unavailable"], marks=NO_MPS),
+    pytest.param(
+        ["train", "--device", "cuda", "--out", "{empty}"],
+        ["--device", "'cuda'", "unavailable"],
+        marks=NO_CUDA,
+    ),
+    pytest.param(
+        ["train", "--device", "mps", "--out", "{empty}"], ["--device", "'mps'", "unavailable"], marks=NO_MPS
+    ),
     (["train", "--out", "{file}"], ["--out", "{file}", "is a file"]),
     (["train", "--out", "{file}/run"], ["--out", "{file}/run", "is a file"]),
     pytest.param(["train", "--out", UNWRITABLE + "/run"], ["--out", UNWRITABLE], marks=HAS_PROC),
     (["train", "--preset", "tiny", "--resume", "--out", "{empty}"], ["--resume", "{empty}", "no checkpoint"]),
     (["train", "--preset", "tiny", "--out", "{run}"], ["--out", "{run}", "--resume"]),
+    (["train", "--resume", "--out", "{early}"], ["--resume", "{early}", "--preset"]),
     (["train", "--resume", "--out", "{run}", "--steps", "40"], ["--resume", "steps=20", "40"]),
     (["train", "--resume", "--out", "{run}", "--preset", "shapes-pixel"], ["--resume", "latent=True"]),
     # eval
@@ -111,7 +123,9 @@ CASES = [
     pytest.param(["eval", "--device", "mps"], ["--device", "'mps'"], marks=NO_MPS),
     (["eval", "--json", "{dir}"], ["--json", "{dir}", "folder"]),
     (["eval", "--json", "{file}/report.json"], ["--json", "{file}/report.json"]),
-    pytest.param(["eval", "--judge-only", "--json", UNWRITABLE + "/r.json"], ["--json", UNWRITABLE], marks=HAS_PROC),
+    pytest.param(
+        ["eval", "--judge-only", "--json", UNWRITABLE + "/r.json"], ["--json", UNWRITABLE], marks=HAS_PROC
+    ),
     # grade: the report path is checked here; the rest is the grader's own
     pytest.param(["grade", "--json", UNWRITABLE + "/r.json"], ["--json", UNWRITABLE], marks=HAS_PROC),
     (["grade", "--json", "{dir}"], ["--json", "{dir}"]),
@@ -157,12 +171,21 @@ def places(tmp_path_factory):
     data = bytearray((corrupt / "unet.safetensors").read_bytes())
     data[-10] ^= 0x01  # a byte of tensor data: the file still parses
     (corrupt / "unet.safetensors").write_bytes(bytes(data))
+    early = root / "early"  # killed after its text encoder stage
+    save_checkpoint(early / "text_encoder", {"w": torch.zeros(2)}, {"dim": 2}, {"kind": "text_encoder"})
     badjson = root / "badjson"
     badjson.mkdir()
     (badjson / "unet.safetensors").write_bytes((WEIGHTS_DIR / "unet.safetensors").read_bytes())
     (badjson / "manifest.json").write_text("{not json")
-    return {"dir": str(root / "dir"), "file": str(root / "file"), "run": str(run), "empty": str(root / "empty"),
-            "corrupt": str(corrupt), "badjson": str(badjson)}
+    return {
+        "dir": str(root / "dir"),
+        "file": str(root / "file"),
+        "run": str(run),
+        "empty": str(root / "empty"),
+        "corrupt": str(corrupt),
+        "early": str(early),
+        "badjson": str(badjson),
+    }
 
 
 def fill(items, places):
@@ -197,6 +220,7 @@ def test_the_matrix_covers_every_command():
 
 def test_unexpected_errors_keep_their_traceback(monkeypatch):
     """Only deliberate errors (UserError, ValueError) become one line: a bug must not be hidden."""
+
     def broken(args):
         raise KeyError("a bug")
 
@@ -205,19 +229,27 @@ def test_unexpected_errors_keep_their_traceback(monkeypatch):
         cli.main(["figures"])
 
 
-@pytest.mark.parametrize("argv,needles", [
-    (["sample", "a red circle at the top", "--out", "{dir}/top.png"], ["prompt", "half a position"]),
-    (["sample", P, "--guidance", "nan", "--out", "{dir}/nan.png"], ["--guidance=nan"]),
-    (["train", "--minutes", "nan"], ["--minutes=nan"]),
-    (["eval", "--judge-images", "0"], ["--judge-images=0"]),
-    (["judge", "eval", "--n", "0"], ["--n=0"]),
-    (["grade", "--json", "{dir}"], ["--json"]),
-    (["sample", P, "--steps", "abc"], ["--steps", "'abc'"]),
-])
+@pytest.mark.parametrize(
+    "argv,needles",
+    [
+        (["sample", "a red circle at the top", "--out", "{dir}/top.png"], ["prompt", "half a position"]),
+        (["sample", P, "--guidance", "nan", "--out", "{dir}/nan.png"], ["--guidance=nan"]),
+        (["train", "--minutes", "nan"], ["--minutes=nan"]),
+        (["eval", "--judge-images", "0"], ["--judge-images=0"]),
+        (["judge", "eval", "--n", "0"], ["--n=0"]),
+        (["grade", "--json", "{dir}"], ["--json"]),
+        (["sample", P, "--steps", "abc"], ["--steps", "'abc'"]),
+    ],
+)
 def test_a_real_process_exits_2_with_one_line(argv, needles, places):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "minidiff", *fill(argv, places)], capture_output=True,
-                            text=True, timeout=300, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "minidiff", *fill(argv, places)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert result.returncode == 2, result.stderr
     assert_one_error_line(result.stderr, fill(needles, places))
     assert not list(Path(places["dir"]).glob("*.png")), "the PNG was written before the refusal"
