@@ -174,8 +174,9 @@ def fit(stage: Stage, out: Optional[Path] = None, checkpoint_every: int = 0, res
                     and path is not None else "no healthy checkpoint exists")
             raise TrainingDiverged(f"{stage.name} training diverged at step {step}: loss {value:.4g} (smoothed "
                                    f"{smooth:.4g}, best {best:.4g}); {kept}. Lower its lr (now {stage.lr:g}).")
-        # 2. checkpoint the weights that just produced this healthy loss, before they change
-        if checkpoint_every and step % checkpoint_every == 0 and step > first and value <= UNHEALTHY_FACTOR * best:
+        # 2. checkpoint the weights that just produced this healthy loss, before they change (step 0 too:
+        #    a run that diverges at once still keeps its start)
+        if checkpoint_every and step % checkpoint_every == 0 and (step > first or step == 0) and value <= UNHEALTHY_FACTOR * best:
             checkpoint(step)
         # 3. one optimiser step with clipped gradients
         opt.zero_grad(set_to_none=True)

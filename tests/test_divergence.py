@@ -1,8 +1,8 @@
 """Divergence: when the loss blows up, the run stops, keeps the last checkpoint whose loss was healthy,
 says truly which step that is (or that there is none), and the CLI prints one line and exits 2.
 
-These specify the one training loop and are marked xfail until it keeps the healthy checkpoint, names
-it, and closes its progress bar before the CLI prints the error.
+The loop checks each step's loss before that step's checkpoint is written, so a kept checkpoint's
+weights are ones whose loss was seen to be healthy.
 """
 
 import re
@@ -19,8 +19,9 @@ from minidiff.training import (
     TrainingDiverged,
     build_unet,
     diffusion_loss,
-    make_batch,
+    make_source,
     train_denoiser,
+    unet_stage,
 )
 
 from test_training import tiny_setup
@@ -29,12 +30,13 @@ BLOW_UP = {"lr": 1e4, "grad_clip": 1e9, "warmup_steps": 1}  # a step this large 
 
 
 def loss_of_checkpoint(folder, config, encoder, tokenizer):
-    """(step, loss) of the kept train_state: its weights on the batch of its own step, as the loop sees it."""
-    state, meta = load_checkpoint(folder / "train_state")
+    """(step, loss) of the kept unet_state: its weights on the batch of its own step, as the loop sees it."""
+    state, meta = load_checkpoint(folder / "unet_state", verify=False)
     step = meta["extra"]["step"]
     unet = build_unet(config, 3, encoder.config.dim)
     load_into(unet, {k[6:]: v for k, v in state.items() if k.startswith("model.")}, "U-Net")
-    x0, cond, t, noise = make_batch(config, step, 0, encoder, tokenizer, None, torch.device("cpu"))
+    stage = unet_stage(config, make_source(config), encoder, tokenizer, None, torch.device("cpu"))
+    x0, cond, t, noise = stage.batch(step, 0)
     torch.manual_seed(config.seed * SEED_STRIDE + step)
     with torch.no_grad():
         loss = diffusion_loss(
@@ -43,34 +45,28 @@ def loss_of_checkpoint(folder, config, encoder, tokenizer):
     return step, loss.item()
 
 
-@pytest.mark.xfail(reason="needs the one training loop", strict=False)
 def test_the_kept_checkpoint_is_the_last_healthy_one(tmp_path):
     config, encoder, tokenizer = tiny_setup(checkpoint_every=1, **BLOW_UP)
     with pytest.raises(TrainingDiverged) as info:
         train_denoiser(config, tmp_path, encoder, tokenizer, device="cpu", progress=False)
-    assert checkpoint_exists(tmp_path / "train_state"), "a checkpoint every step, yet none was kept"
+    assert checkpoint_exists(tmp_path / "unet_state"), "a checkpoint every step, yet none was kept"
     step, loss = loss_of_checkpoint(tmp_path, config, encoder, tokenizer)
     assert loss == loss and loss <= LOSS_EXPLODED, f"the kept checkpoint (step {step}) has loss {loss}"
     assert re.search(rf"\bstep {step}\b", str(info.value)), (
         f"the message does not name step {step}: {info.value}"
     )
-    assert load_checkpoint(tmp_path / "unet")[1]["extra"]["step"] == step, "unet and train_state disagree"
+    assert load_checkpoint(tmp_path / "unet")[1]["extra"]["step"] == step, "unet and unet_state disagree"
 
 
-@pytest.mark.xfail(reason="needs the one training loop", strict=False)
-def test_a_divergence_before_the_first_checkpoint_says_none_is_kept(tmp_path):
-    config, encoder, tokenizer = tiny_setup(checkpoint_every=12, **BLOW_UP)
+def test_a_divergence_with_no_checkpoint_says_none_is_kept(tmp_path):
+    config, encoder, tokenizer = tiny_setup(checkpoint_every=0, **BLOW_UP)  # only the end would be saved
     with pytest.raises(TrainingDiverged) as info:
         train_denoiser(config, tmp_path, encoder, tokenizer, device="cpu", progress=False)
-    assert not checkpoint_exists(tmp_path / "train_state")
+    assert not checkpoint_exists(tmp_path / "unet_state")
     message = str(info.value)
     assert re.search(r"\bno\b.*checkpoint", message) and "is kept" not in message, message
 
 
-@pytest.mark.xfail(
-    reason="needs the one training loop: its progress bar is left open, so 'error:' lands mid-line",
-    strict=False,
-)
 def test_the_cli_reports_a_divergence_in_one_line(tmp_path, monkeypatch, capsys):
     config = tiny_setup(**BLOW_UP)[0]
     monkeypatch.setitem(training.PRESETS, "tiny", config)
