@@ -46,22 +46,28 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at once (their seconds are then not clean)")
     args = parser.parse_args()
-    rows = []
+    configs = [(seed, threads) for seed in map(int, args.seeds.split(",")) for threads in map(int, args.threads.split(","))]
+    rows, running = [], []
     print(f"{'seed':>4} {'threads':>7} {'judge reads':>11} {'loss/pixel':>10} {'seconds':>8}  diverged")
-    for seed in map(int, args.seeds.split(",")):
-        for threads in map(int, args.threads.split(",")):
+    while configs or running:
+        while configs and len(running) < args.parallel:
+            seed, threads = configs.pop(0)
             code = ONE_RUN.format(threads=threads, seed=seed, steps=args.steps)
-            result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-            line = next((x for x in result.stdout.splitlines() if x.startswith("ROW ")), None)
-            if line is None:
-                raise SystemExit(f"run seed={seed} threads={threads} failed:\n{result.stderr[-3000:]}")
-            row = {"seed": seed, "threads": threads, **json.loads(line[4:])}
-            rows.append(row)
-            print(f"{seed:>4} {threads:>7} {row['bar_score']:>11.3f} {row['final_mse']:>10.5f} {row['seconds']:>8.0f}  "
-                  f"{row['diverged'] or 'no'}", flush=True)
+            running.append((seed, threads, subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                                            stderr=subprocess.PIPE, text=True, cwd=ROOT)))
+        seed, threads, proc = running.pop(0)
+        out, err = proc.communicate()
+        line = next((x for x in out.splitlines() if x.startswith("ROW ")), None)
+        if line is None:
+            raise SystemExit(f"run seed={seed} threads={threads} failed:\n{err[-3000:]}")
+        row = {"seed": seed, "threads": threads, **json.loads(line[4:])}
+        rows.append(row)
+        print(f"{seed:>4} {threads:>7} {row['bar_score']:>11.3f} {row['final_mse']:>10.5f} {row['seconds']:>8.0f}  "
+              f"{row['diverged'] or 'no'}", flush=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"steps": args.steps, "bar": 0.95, "rows": rows,
+    OUT.write_text(json.dumps({"steps": args.steps, "bar": 0.95, "parallel": args.parallel, "rows": rows,
                                "when": time.strftime("%Y-%m-%d %H:%M")}, indent=2) + "\n")
     print(f"wrote {OUT}")
 
