@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from minidiff.shapes import (COLOURS, RELATIONS, SHAPES, SIZES, NUMBERS, Object, Scene, ShapesConfig, caption, parse_caption,
-                             realise, render, sample_scenes)
+from minidiff.shapes import (ATTRIBUTES, BACKGROUNDS, COLOURS, FIELDS, MAX_TRIES, NUMBERS, POSITIONS, RELATIONS, SHAPES,
+                             SIZES, Object, Scene, ShapesConfig, breaks_rules, caption, parse_caption, relation_holds,
+                             render, sample_scenes)
 from minidiff.judge import Judge, adherence, all_right, evaluate_judge, load_judge, predict_scenes, score_scene
 
 EVAL_PROMPTS = 200  # size of the fixed evaluation set that `python -m minidiff eval` scores
@@ -224,8 +225,10 @@ def compositional_prompts() -> dict[str, list[str]]:
     def say(*objects: Object, relation: str | None = None) -> str:
         return caption(Scene(None, objects, relation), 0)
 
-    rng = random.Random(COMPOSITIONAL_PROMPT_SEED)
-    pairs = [(rng.sample(SHAPES, 2), rng.sample(COLOURS, 2)) for _ in range(2 * PAIRED_PROMPTS)]
+    rng, pairs = random.Random(COMPOSITIONAL_PROMPT_SEED), []
+    while len(pairs) < 2 * PAIRED_PROMPTS:  # distinct (shapes, colours) pairs
+        pair = (tuple(rng.sample(SHAPES, 2)), tuple(rng.sample(COLOURS, 2)))
+        pairs += [pair] if pair not in pairs else []
     return {
         "single_object": [say(Object(s, size=z)) for z in (None, *SIZES) for s in SHAPES],
         "two_objects": [say(Object(a), Object(b)) for a, b in itertools.permutations(SHAPES, 2)],
@@ -235,6 +238,22 @@ def compositional_prompts() -> dict[str, list[str]]:
                      for i, ((a, b), (x, y)) in enumerate(pairs[:PAIRED_PROMPTS])],
         "attribute_binding": [say(Object(a, x), Object(b, y)) for (a, b), (x, y) in pairs[PAIRED_PROMPTS:]],
     }
+
+
+def realise(want: Scene, generator: torch.Generator) -> Scene:
+    """A complete valid scene that shows exactly what ``want`` (a parsed prompt) names; what it leaves
+    out is drawn uniformly, once for identical objects. Its renders are the perfect "model" of the benchmark."""
+    rng = random.Random(int(torch.randint(2**62, (1,), generator=generator)))
+    colours = {o.colour for o in want.objects}
+    for _ in range(MAX_TRIES):
+        background = want.background or rng.choice([b for b in BACKGROUNDS if b not in colours])
+        free = rng.sample([p for p in POSITIONS if p not in {o.position for o in want.objects}], len(want.objects))
+        fill = {o: [getattr(o, f) or rng.choice(ATTRIBUTES[f]) for f in FIELDS[:3]] for o in want.objects}
+        objects = [Object(*fill[o], o.position or free.pop()) for o in want.objects]  # identical ones stay identical
+        related = want.relation is None or relation_holds(want.relation, objects[0].position, objects[1].position)
+        if related and not breaks_rules(objects, background):
+            return Scene(background, tuple(objects))
+    raise ValueError(f"no valid scene shows {want}; objects may not fit in the image together")
 
 
 def real_renders(prompts: Sequence[str], seeds: Sequence[int], resolution: int = 32) -> Tensor:

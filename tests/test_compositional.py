@@ -11,8 +11,8 @@ import torch
 from minidiff.cli import main
 from minidiff.judge import load_judge
 from minidiff.metrics import (CATEGORIES, COMPOSITIONAL_SEEDS, compositional_benchmark, compositional_prompts,
-                              real_renders)
-from minidiff.shapes import RELATIONS, Scene, parse_caption, realise, render
+                              real_renders, realise)
+from minidiff.shapes import RELATIONS, Scene, parse_caption, relation_holds, render
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,25 @@ def test_prompts_cover_the_six_categories_and_parse():
     assert all(a.colour != b.colour and a.shape != b.shape for a, b in (s.objects for s in parsed["attribute_binding"]))
     assert all(s.background is None and all(o.position is None for o in s.objects) for ss in parsed.values() for s in ss)
     assert len({p for ps in prompts.values() for p in ps}) == sum(len(ps) for ps in prompts.values())  # no repeats
+
+
+def test_realise_shows_exactly_the_prompt():
+    g = torch.Generator().manual_seed(8)
+    for text in ("three green triangles", "a red circle to the left of a blue square", "a circle below a square",
+                 "a small circle and a large square on a gray background", "four small diamonds",
+                 "a large red circle at the top left on a blue background"):
+        want = parse_caption(text)
+        for _ in range(20):
+            got = realise(want, g)
+            assert got.complete and len(got.objects) == len(want.objects)
+            assert want.background in (None, got.background) and all(o.colour != got.background for o in got.objects)
+            if want.relation:
+                by_shape = {o.shape: o.position for o in got.objects}
+                assert relation_holds(want.relation, *(by_shape[o.shape] for o in want.objects))
+            assert all(any(all(getattr(w, f) in (None, getattr(o, f)) for f in ("shape", "colour", "size", "position"))
+                           for o in got.objects) for w in want.objects)
+    with pytest.raises(ValueError, match="no valid scene"):
+        realise(parse_caption("a large circle at the top left and a large square at the top center"), g)
 
 
 def test_judge_scores_real_renders_of_every_category_at_least_099(judge):
