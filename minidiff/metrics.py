@@ -308,6 +308,19 @@ def evaluate_compositional_cli(weights: Optional[str | Path] = None, steps: int 
     return result
 
 
+@torch.no_grad()
+def padding_attention_share(pipe: Any, prompt: str, seed: int = 0, steps: int = 20, guidance_scale: float = 3.0) -> float:
+    """Share of the image queries' cross-attention that lands on <pad> tokens while ``pipe`` draws ``prompt``:
+    the attention weights (B, heads, N, L) of the prompt's branch, summed over pad keys and averaged over
+    queries, heads, levels and steps. 0 when padding is masked (``UNetConfig.mask_padding``)."""
+    from minidiff.text import PAD_ID
+
+    pad = pipe.tokenizer.encode([prompt], pipe.text_encoder.config.max_len)[0] == PAD_ID  # (L,)
+    with pipe.unet.record_attention() as records:
+        pipe([prompt], seeds=seed, steps=steps, guidance_scale=guidance_scale)
+    return torch.stack([w[-1][..., pad.to(w.device)].sum(-1).mean() for _, w in records]).mean().item()
+
+
 def _check_images(images: Tensor, name: str) -> None:
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"{name} must be (N, 3, H, W) images in [-1, 1]; got shape {tuple(images.shape)}")

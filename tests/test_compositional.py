@@ -11,7 +11,7 @@ import torch
 from minidiff.cli import main
 from minidiff.judge import load_judge
 from minidiff.metrics import (CATEGORIES, COMPOSITIONAL_SEEDS, compositional_benchmark, compositional_prompts,
-                              real_renders, realise)
+                              padding_attention_share, real_renders, realise)
 from minidiff.shapes import RELATIONS, Scene, parse_caption, relation_holds, render
 
 
@@ -126,3 +126,23 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert all(c in out for c in CATEGORIES) and "overall" in out
     assert f"{12 * COMPOSITIONAL_SEEDS}" in out
+
+
+def test_padding_gets_no_attention_once_masked():
+    from minidiff.pipeline import Pipeline
+    from minidiff.schedule import make_schedule
+    from minidiff.shapes import vocabulary
+    from minidiff.text import TextEncoder, TextEncoderConfig, Tokenizer
+    from minidiff.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    tokenizer = Tokenizer(vocabulary())
+    encoder = TextEncoder(TextEncoderConfig(vocab_size=len(tokenizer), dim=16, layers=1, heads=2)).eval()
+    shares = {}
+    for masked in (False, True):
+        unet = UNet(UNetConfig(in_channels=3, base_channels=8, channel_mults=(1, 2), attention_levels=(0, 1),
+                               text_dim=16, heads=2, mask_padding=masked)).eval()
+        pipe = Pipeline(unet, encoder, tokenizer, make_schedule("cosine", 1000), None, resolution=16)
+        shares[masked] = padding_attention_share(pipe, "a red circle and a blue square", steps=2)
+    assert shares[True] == 0.0
+    assert 0.2 < shares[False] < 1.0  # 22 of 32 keys are padding, all zero rows: they still draw attention
