@@ -86,7 +86,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from minidiff.metrics import evaluate_compositional_cli, evaluate_judge_cli, evaluate_pipeline_cli
 
     if args.suite == "compositional":
-        evaluate_compositional_cli(args.weights, args.steps, args.guidance, args.sampler, args.device, args.json)
+        evaluate_compositional_cli(args.weights, args.steps, args.guidance, args.sampler, args.device,
+                                   args.json)
         return 0
     report = evaluate_judge_cli(n=args.judge_images)
     if not args.judge_only:

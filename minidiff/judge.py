@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
-from minidiff.shapes import (BACKGROUNDS, COLOURS, FIELDS, POSITIONS, SHAPES, SIZES, Object, Scene, ShapesConfig, make_shapes,
-                             parse_caption, relation_holds, render, sample_scenes)
+from minidiff.shapes import (BACKGROUNDS, COLOURS, FIELDS, POSITIONS, SHAPES, SIZES, Object, Scene, ShapesConfig,
+                             make_shapes, parse_caption, relation_holds, render, sample_scenes)
 
 WEIGHTS = Path(__file__).parent / "weights" / "judge"  # the shipped judge (.safetensors + .json)
 NONE = len(SHAPES)  # shape class meaning "this slot is empty"
@@ -194,8 +194,8 @@ def score_scene(want: Scene, got: Scene) -> dict[str, tuple[int, int]]:
     candidates = list(got.objects) + [None] * max(0, len(want.objects) - len(got.objects))
     best, best_hits = [], -1
     for partners in itertools.permutations(candidates, len(want.objects)):
-        hits = sum(g is not None and getattr(g, f) == getattr(w, f) for w, g in zip(want.objects, partners) for f in FIELDS)
-        hits += _related(want, partners)
+        hits = _related(want, partners) + sum(g is not None and getattr(g, f) == getattr(w, f)
+                                              for w, g in zip(want.objects, partners) for f in FIELDS)
         if hits > best_hits:
             best, best_hits = partners, hits
     for w, g in zip(want.objects, best):

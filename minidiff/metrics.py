@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from minidiff.shapes import (ATTRIBUTES, BACKGROUNDS, COLOURS, FIELDS, MAX_TRIES, NUMBERS, POSITIONS, RELATIONS, SHAPES,
-                             SIZES, Object, Scene, ShapesConfig, breaks_rules, caption, parse_caption, relation_holds,
-                             render, sample_scenes)
-from minidiff.judge import Judge, adherence, all_right, evaluate_judge, load_judge, predict_scenes, score_scene
+from minidiff.shapes import (ATTRIBUTES, BACKGROUNDS, COLOURS, FIELDS, MAX_TRIES, NUMBERS, POSITIONS, RELATIONS,
+                             SHAPES, SIZES, Object, Scene, ShapesConfig, breaks_rules, caption, parse_caption,
+                             relation_holds, render, sample_scenes)
+from minidiff.judge import (Judge, adherence, all_right, evaluate_judge, load_judge, predict_scenes,
+                            score_scene)
 
 EVAL_PROMPTS = 200  # size of the fixed evaluation set that `python -m minidiff eval` scores
 EVAL_PROMPT_SEED = 2_000_003  # prompt generators get seeds ~2e12, far from every training and judge seed
@@ -34,7 +35,7 @@ EVAL_TEMPLATE = 0  # "a large red circle at the top left on a blue background"
 JUDGE_TARGET = 0.99  # per-attribute accuracy the judge needs on real images (issue 3)
 GENERATE_BATCH = 50  # prompts per pipeline call: bounds memory, does not change any image
 FEATURE_BATCH = 512  # images per judge forward pass when extracting features
-CATEGORIES = ("single_object", "two_objects", "counting", "colours", "position", "attribute_binding")  # GenEval's six
+CATEGORIES = ("single_object", "two_objects", "counting", "colours", "position", "attribute_binding")  # GenEval
 COMPOSITIONAL_SEEDS = 4  # images per prompt, as GenEval (Ghosh et al. 2023) draws them
 COMPOSITIONAL_PROMPT_SEED = 2_000_029  # fixes the position and binding prompts
 PAIRED_PROMPTS = 24  # prompts of the position and attribute_binding categories
@@ -241,16 +242,17 @@ def compositional_prompts() -> dict[str, list[str]]:
 
 
 def realise(want: Scene, generator: torch.Generator) -> Scene:
-    """A complete valid scene that shows exactly what ``want`` (a parsed prompt) names; what it leaves
-    out is drawn uniformly, once for identical objects. Its renders are the perfect "model" of the benchmark."""
+    """A complete valid scene that shows exactly what ``want`` (a parsed prompt) names; what it leaves out
+    is drawn uniformly, once for identical objects. Its renders are the benchmark's perfect "model"."""
     rng = random.Random(int(torch.randint(2**62, (1,), generator=generator)))
     colours = {o.colour for o in want.objects}
     for _ in range(MAX_TRIES):
         background = want.background or rng.choice([b for b in BACKGROUNDS if b not in colours])
-        free = rng.sample([p for p in POSITIONS if p not in {o.position for o in want.objects}], len(want.objects))
+        taken = {o.position for o in want.objects}
+        free = rng.sample([p for p in POSITIONS if p not in taken], len(want.objects))
         fill = {o: [getattr(o, f) or rng.choice(ATTRIBUTES[f]) for f in FIELDS[:3]] for o in want.objects}
-        objects = [Object(*fill[o], o.position or free.pop()) for o in want.objects]  # identical ones stay identical
-        related = want.relation is None or relation_holds(want.relation, objects[0].position, objects[1].position)
+        objects = [Object(*fill[o], o.position or free.pop()) for o in want.objects]  # identical stay identical
+        related = want.relation is None or relation_holds(want.relation, *(o.position for o in objects))
         if related and not breaks_rules(objects, background):
             return Scene(background, tuple(objects))
     raise ValueError(f"no valid scene shows {want}; objects may not fit in the image together")
@@ -262,8 +264,8 @@ def real_renders(prompts: Sequence[str], seeds: Sequence[int], resolution: int =
     return render([realise(parse_caption(p), g) for p, g in zip(prompts, gens)], resolution)
 
 
-def compositional_benchmark(make_images: Callable[[list[str], list[int]], Tensor], judge: Optional[Judge] = None,
-                            seeds: int = COMPOSITIONAL_SEEDS) -> dict[str, Any]:
+def compositional_benchmark(make_images: Callable[[list[str], list[int]], Tensor],
+                            judge: Optional[Judge] = None, seeds: int = COMPOSITIONAL_SEEDS) -> dict[str, Any]:
     """GenEval's protocol on shapes (Ghosh et al. 2023): ``seeds`` images per prompt of
     ``compositional_prompts``; an image counts only when the judge finds everything its prompt names right,
     the object count included. ``make_images(prompts, seeds)`` -> (N, 3, H, W) is the model under test.
@@ -275,19 +277,22 @@ def compositional_benchmark(make_images: Callable[[list[str], list[int]], Tensor
         images = make_images(asked, [k for _ in prompts for k in range(seeds)])  # (N, 3, H, W)
         _check_images(images, "make_images(...)")
         got = predict_scenes(judge, images.float().cpu())
-        scores[category] = sum(all_right(score_scene(parse_caption(p), g)) for p, g in zip(asked, got)) / len(asked)
+        right = [all_right(score_scene(parse_caption(p), g)) for p, g in zip(asked, got)]
+        scores[category] = sum(right) / len(right)
     return {"categories": scores, "overall": sum(scores.values()) / len(scores)}
 
 
 def evaluate_compositional_cli(weights: Optional[str | Path] = None, steps: int = 20, guidance_scale: float = 3.0,
-                               sampler: str = "dpmpp_2m", device: str = "auto", json_path: Optional[str] = None) -> dict:
-    """``eval --suite compositional``: the judge on real renders (>= 500 per category, the ceiling), then
-    the pipeline on the benchmark; prints both as a table and writes the pipeline's result to ``json_path``."""
+                               sampler: str = "dpmpp_2m", device: str = "auto",
+                               json_path: Optional[str] = None) -> dict[str, Any]:
+    """``eval --suite compositional``: the judge on real renders (>= 500 per category: the ceiling), then the
+    pipeline on the benchmark; prints both as a table and writes the pipeline's result to ``json_path``."""
     from minidiff.pipeline import load_pipeline
 
     judge = load_judge()
     n_prompts = {c: len(p) for c, p in compositional_prompts().items()}
-    ceiling = compositional_benchmark(real_renders, judge, seeds=math.ceil(JUDGE_IMAGES_PER_CATEGORY / min(n_prompts.values())))
+    seeds = math.ceil(JUDGE_IMAGES_PER_CATEGORY / min(n_prompts.values()))
+    ceiling = compositional_benchmark(real_renders, judge, seeds=seeds)
     pipe = load_pipeline(weights, device=device)
     start = time.perf_counter()
     result = compositional_benchmark(lambda p, s: generate(pipe, p, s, steps=steps, sampler=sampler,
@@ -296,8 +301,9 @@ def evaluate_compositional_cli(weights: Optional[str | Path] = None, steps: int 
     rows = [{"category": c, "prompts": n_prompts[c], "images": n_prompts[c] * COMPOSITIONAL_SEEDS,
              "model": result["categories"][c], "real renders": ceiling["categories"][c]} for c in CATEGORIES]
     rows.append({"category": "overall", "model": result["overall"], "real renders": ceiling["overall"]})
-    print(f"\ncompositional benchmark of {weights or 'shipped'} ({steps} {sampler} steps, guidance {guidance_scale}, "
-          f"{seconds:.1f} s on {pipe.device}); an image counts only when everything its prompt names is right")
+    print(f"\ncompositional benchmark of {weights or 'shipped'} ({steps} {sampler} steps, guidance "
+          f"{guidance_scale}, {seconds:.1f} s on {pipe.device})\nan image counts only when everything its prompt "
+          "names is right, the object count included")
     print(format_table(rows, ["category", "prompts", "images", "model", "real renders"]))
     result["settings"] = {"weights": str(weights or "shipped"), "steps": steps, "sampler": sampler,
                           "guidance_scale": guidance_scale, "seconds": round(seconds, 2)}
@@ -309,7 +315,8 @@ def evaluate_compositional_cli(weights: Optional[str | Path] = None, steps: int 
 
 
 @torch.no_grad()
-def padding_attention_share(pipe: Any, prompt: str, seed: int = 0, steps: int = 20, guidance_scale: float = 3.0) -> float:
+def padding_attention_share(pipe: Any, prompt: str, seed: int = 0, steps: int = 20,
+                            guidance_scale: float = 3.0) -> float:
     """Share of the image queries' cross-attention that lands on <pad> tokens while ``pipe`` draws ``prompt``:
     the attention weights (B, heads, N, L) of the prompt's branch, summed over pad keys and averaged over
     queries, heads, levels and steps. 0 when padding is masked (``UNetConfig.mask_padding``)."""
