@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from minidiff.checkpoint import load_checkpoint, save_checkpoint
 from minidiff.judge import all_right, load_judge, predict_scenes, score_scene
 from minidiff.metrics import generate, padding_attention_share
 from minidiff.pipeline import WEIGHTS_DIR, load_pipeline
@@ -80,15 +81,25 @@ def extend_text_encoder(out: Path, steps: int, batch_size: int = 96) -> dict:
     return report
 
 
-def train(out: Path, steps: int, minutes: float, holdout: tuple[tuple[str, ...], ...]) -> dict:
-    """The U-Net stage on 1-4 object scenes (text encoder already in ``out``; the shipped VAE is copied)."""
+def train(out: Path, steps: int, minutes: float, holdout: tuple[tuple[str, ...], ...], init: str | None,
+          lr: float) -> dict:
+    """The U-Net stage on 1-4 object scenes (text encoder already in ``out``; the shipped VAE is copied).
+
+    ``init``: a U-Net checkpoint to start from (weights and EMA; fresh optimiser, step 0), written as the
+    run's ``train_state`` so that ``train_preset(resume=True)`` continues from it.
+    """
     for suffix in (".json", ".safetensors"):
         if not (out / f"vae{suffix}").exists():
             shutil.copy(WEIGHTS_DIR / f"vae{suffix}", out / f"vae{suffix}")
-    config = train_config("shapes-latent", max_objects=4, p_two=0.5, steps=steps, holdout=holdout,
-                          checkpoint_every=200, sample_every=0, unet_overrides={"attention_levels": (0, 1)})
+    overrides = {} if init else {"attention_levels": (0, 1)}
+    config = train_config("shapes-latent", max_objects=4, p_two=0.5, steps=steps, holdout=holdout, lr=lr,
+                          checkpoint_every=200, sample_every=0, unet_overrides=overrides)
+    if init and not (out / "train_state.json").exists():
+        state, meta = load_checkpoint(init)
+        tensors = {**{f"model.{k}": v for k, v in state.items()}, **{f"ema.{k}": v.clone() for k, v in state.items()}}
+        save_checkpoint(out / "train_state", tensors, meta["config"], {"step": 0, "init": str(init)})
     start = time.perf_counter()
-    timings = train_preset(config, out, device="cpu", progress=False, max_minutes=minutes)
+    timings = train_preset(config, out, device="cpu", progress=False, max_minutes=minutes, resume=bool(init))
     timings["total_s"] = time.perf_counter() - start
     (out / "timings.json").write_text(json.dumps(timings, indent=1, default=str))
     return timings
@@ -125,6 +136,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=45.0)
     parser.add_argument("--holdout", nargs="*", default=[], help="combinations as words joined by +")
     parser.add_argument("--unmasked", action="store_true")
+    parser.add_argument("--init", default=None, help="train: start from this U-Net checkpoint")
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -132,7 +145,8 @@ def main() -> None:
     if args.command == "text":
         result = extend_text_encoder(Path(args.path), args.steps or 150)
     elif args.command == "train":
-        result = train(Path(args.path), args.steps or 2400, args.minutes, tuple(tuple(c.split("+")) for c in args.holdout))
+        holdout = tuple(tuple(c.split("+")) for c in args.holdout)
+        result = train(Path(args.path), args.steps or 2400, args.minutes, holdout, args.init, args.lr)
     elif args.command == "heldout":
         result = held_out(run)
     else:
