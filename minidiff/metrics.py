@@ -210,7 +210,7 @@ def evaluate_pipeline_cli(weights: Optional[str | Path] = None, n_prompts: int =
     start = time.perf_counter()
     images = generate(pipe, prompts, steps=steps, sampler=sampler, guidance_scale=guidance_scale)
     seconds = time.perf_counter() - start
-    scores = prompt_adherence(images, prompts)
+    scores = {k: v for k, v in prompt_adherence(images, prompts).items() if not math.isnan(v)}  # named ones
     settings = {"weights": str(weights or "shipped"), "prompts": n_prompts, "steps": steps, "sampler": sampler,
                 "guidance_scale": guidance_scale, "device": str(pipe.device), "seconds": round(seconds, 2)}
     print(f"\nprompt adherence of {settings['weights']} on {n_prompts} evaluation prompts "
