@@ -54,7 +54,7 @@ FILLER_WORDS = ("a", "an", "at", "the", "on", "background", "with", "in", "corne
 
 def _check_resolution(resolution: int) -> None:
     if not (isinstance(resolution, int) and MIN_RESOLUTION <= resolution <= MAX_RESOLUTION):
-        raise ValueError(f"resolution={resolution!r} not allowed; use an int in {MIN_RESOLUTION}..{MAX_RESOLUTION}")
+        raise ValueError(f"resolution={resolution!r}: use an int in {MIN_RESOLUTION}..{MAX_RESOLUTION}")
 
 
 def _check_word(kind: str, word: str | None) -> None:
@@ -94,7 +94,7 @@ class Scene:
         if len(set(placed)) < len(placed):
             raise ValueError(f"two objects of {self.objects} share a position; a slot holds at most one")
         if self.relation is not None and (self.relation not in RELATIONS or len(self.objects) != 2 or placed):
-            raise ValueError(f"relation={self.relation!r} needs one of {RELATIONS} between exactly two objects "
+            raise ValueError(f"relation={self.relation!r} needs one of {RELATIONS} between two objects "
                              f"that name no position; got {self.objects}")
         if self.kind not in (None, *KINDS):
             raise ValueError(f"kind={self.kind!r} is not known; choose one of {KINDS}")
@@ -135,7 +135,7 @@ class ShapesConfig:
     def __post_init__(self) -> None:
         _check_resolution(self.resolution)
         if self.max_objects not in (1, 2, 3, 4) or not 0 <= self.p_two <= 1 or not 0 <= self.p_omit <= 1:
-            raise ValueError(f"max_objects={self.max_objects!r}, p_two={self.p_two!r}, p_omit={self.p_omit!r}: "
+            raise ValueError(f"max_objects={self.max_objects!r}, p_two={self.p_two!r}, p_omit={self.p_omit!r}:"
                              "use max_objects in 1..4 and p_two, p_omit in [0, 1]")
         kinds = KIND_WEIGHTS if self.kinds is None else self.kinds
         if any(k not in KINDS or w < 0 for k, w in kinds.items()) or sum(kinds.values()) <= 0:
@@ -143,7 +143,7 @@ class ShapesConfig:
         self.holdout, self.backgrounds = tuple(tuple(c) for c in self.holdout), tuple(self.backgrounds)
         words = SHAPES + COLOURS + SIZES + POSITIONS + NUMBERS[1:]
         for word in (w for combo in self.holdout for w in combo if w not in words):
-            raise ValueError(f"holdout word {word!r} in {self.holdout} is not an object word; choose from {words}")
+            raise ValueError(f"holdout word {word!r} in {self.holdout} is not an object word; use {words}")
         if not self.backgrounds:
             raise ValueError(f"backgrounds=() is empty; choose a non-empty subset of {BACKGROUNDS}")
         for attr, value in [("background", bg) for bg in self.backgrounds] + [
@@ -254,7 +254,7 @@ def render(scenes: Sequence[Scene], resolution: int) -> torch.Tensor:
         for j, name in enumerate(SHAPES):
             idx = (shape == j).nonzero().squeeze(1)  # (M,)
             if len(idx):
-                dx, dy = (pixels - cx[idx]).unsqueeze(1), (pixels - cy[idx]).unsqueeze(2)  # (M, 1, W), (M, H, 1)
+                dx, dy = (pixels - cx[idx]).unsqueeze(1), (pixels - cy[idx]).unsqueeze(2)  # (M,1,W), (M,H,1)
                 d = _signed_distance(name, dx, dy, h[idx])  # (M, H, W) in pixels
                 alpha[idx] = d.neg_().add_(0.5).clamp_(0, 1)
         img = torch.lerp(img, colour, alpha.unsqueeze(1))  # (N, 3, H, W)
@@ -271,8 +271,8 @@ def describe(scene: Scene, p_omit: float, generator: torch.Generator) -> Scene:
     keep: dict[tuple, tuple[bool, bool]] = {}  # (colour, size) named? Drawn once for identical objects
     for o in scene.objects:
         keep.setdefault((o.shape, o.colour, o.size), (rng.random() >= p_omit, rng.random() >= p_omit))
-    named = [Object(o.shape, *(v if k else None for v, k in zip((o.colour, o.size), keep[o.shape, o.colour, o.size])))
-             for o in scene.objects]
+    flags = [keep[o.shape, o.colour, o.size] for o in scene.objects]
+    named = [Object(o.shape, o.colour if c else None, o.size if z else None) for o, (c, z) in zip(scene.objects, flags)]
     background = scene.background if rng.random() >= p_omit else None
     if scene.kind == "relation":
         order = rng.sample((0, 1), 2)
@@ -384,14 +384,14 @@ def parse_caption(text: str) -> Scene:
     objects = [seg for seg in (_parse_objects(list(g), text) for cut, g in cuts if not cut) if seg]
     if relations and (len(relations) > 1 or "and" in words or [len(s) for s in objects] != [1, 1]
                       or any(s[0].position for s in objects)):
-        raise ValueError(f"{text!r}: a relation ({RELATIONS}) goes between exactly two single objects without "
+        raise ValueError(f"{text!r}: a relation ({RELATIONS}) goes between two single objects without "
                          "positions, e.g. 'a red circle to the left of a blue square'")
     return Scene(background, tuple(o for seg in objects for o in seg), relations[0] if relations else None)
 
 
 def make_shapes(n: int, config: ShapesConfig | None = None,
                 seed: int | None = None) -> tuple[torch.Tensor, list[str], list[Scene]]:
-    """``n`` shapes images (N, 3, H, W) in [-1, 1], their captions and scenes; ``seed`` defaults to config's."""
+    """``n`` shapes images (N, 3, H, W) in [-1, 1], their captions and scenes; seed defaults to config's."""
     config = config or ShapesConfig()
     generator = torch.Generator().manual_seed(config.seed if seed is None else seed)
     scenes = sample_scenes(n, config, generator)
