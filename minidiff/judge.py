@@ -192,8 +192,8 @@ def score_scene(want: Scene, got: Scene) -> dict[str, tuple[int, int]]:
     candidates = list(got.objects) + [None] * max(0, len(want.objects) - len(got.objects))
     best, best_hits = [], -1
     for partners in itertools.permutations(candidates, len(want.objects)):
-        hits = sum(g is not None and getattr(g, f) == getattr(w, f) for w, g in zip(want.objects, partners) for f in FIELDS)
-        hits += _related(want, partners)
+        hits = _related(want, partners) + sum(g is not None and getattr(g, f) == getattr(w, f)
+                                              for w, g in zip(want.objects, partners) for f in FIELDS)
         if hits > best_hits:
             best, best_hits = partners, hits
     for w, g in zip(want.objects, best):

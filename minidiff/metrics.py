@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from minidiff.shapes import (COLOURS, RELATIONS, SHAPES, SIZES, NUMBERS, Object, Scene, ShapesConfig, caption, parse_caption,
-                             realise, render, sample_scenes)
-from minidiff.judge import Judge, adherence, all_right, evaluate_judge, load_judge, predict_scenes, score_scene
+from minidiff.shapes import (ATTRIBUTES, BACKGROUNDS, COLOURS, FIELDS, MAX_TRIES, NUMBERS, POSITIONS, RELATIONS,
+                             SHAPES, SIZES, Object, Scene, ShapesConfig, breaks_rules, caption, parse_caption,
+                             relation_holds, render, sample_scenes)
+from minidiff.judge import (Judge, adherence, all_right, evaluate_judge, load_judge, predict_scenes,
+                            score_scene)
 
 EVAL_PROMPTS = 200  # size of the fixed evaluation set that `python -m minidiff eval` scores
 EVAL_PROMPT_SEED = 2_000_003  # prompt generators get seeds ~2e12, far from every training and judge seed
@@ -209,7 +211,7 @@ def evaluate_pipeline_cli(weights: Optional[str | Path] = None, n_prompts: int =
     start = time.perf_counter()
     images = generate(pipe, prompts, steps=steps, sampler=sampler, guidance_scale=guidance_scale)
     seconds = time.perf_counter() - start
-    scores = prompt_adherence(images, prompts)
+    scores = {k: v for k, v in prompt_adherence(images, prompts).items() if not math.isnan(v)}  # named ones
     settings = {"weights": str(weights or "shipped"), "prompts": n_prompts, "steps": steps, "sampler": sampler,
                 "guidance_scale": guidance_scale, "device": str(pipe.device), "seconds": round(seconds, 2)}
     print(f"\nprompt adherence of {settings['weights']} on {n_prompts} evaluation prompts "
@@ -291,8 +293,10 @@ def compositional_prompts() -> dict[str, list[str]]:
     def say(*objects: Object, relation: str | None = None) -> str:
         return caption(Scene(None, objects, relation), 0)
 
-    rng = random.Random(COMPOSITIONAL_PROMPT_SEED)
-    pairs = [(rng.sample(SHAPES, 2), rng.sample(COLOURS, 2)) for _ in range(2 * PAIRED_PROMPTS)]
+    rng, pairs = random.Random(COMPOSITIONAL_PROMPT_SEED), []
+    while len(pairs) < 2 * PAIRED_PROMPTS:  # distinct (shapes, colours) pairs
+        pair = (tuple(rng.sample(SHAPES, 2)), tuple(rng.sample(COLOURS, 2)))
+        pairs += [pair] if pair not in pairs else []
     return {
         "single_object": [say(Object(s, size=z)) for z in (None, *SIZES) for s in SHAPES],
         "two_objects": [say(Object(a), Object(b)) for a, b in itertools.permutations(SHAPES, 2)],
@@ -304,14 +308,31 @@ def compositional_prompts() -> dict[str, list[str]]:
     }
 
 
+def realise(want: Scene, generator: torch.Generator) -> Scene:
+    """A complete valid scene that shows exactly what ``want`` (a parsed prompt) names; what it leaves out
+    is drawn uniformly, once for identical objects. Its renders are the benchmark's perfect "model"."""
+    rng = random.Random(int(torch.randint(2**62, (1,), generator=generator)))
+    colours = {o.colour for o in want.objects}
+    for _ in range(MAX_TRIES):
+        background = want.background or rng.choice([b for b in BACKGROUNDS if b not in colours])
+        taken = {o.position for o in want.objects}
+        free = rng.sample([p for p in POSITIONS if p not in taken], len(want.objects))
+        fill = {o: [getattr(o, f) or rng.choice(ATTRIBUTES[f]) for f in FIELDS[:3]] for o in want.objects}
+        objects = [Object(*fill[o], o.position or free.pop()) for o in want.objects]  # identical stay identical
+        related = want.relation is None or relation_holds(want.relation, *(o.position for o in objects))
+        if related and not breaks_rules(objects, background):
+            return Scene(background, tuple(objects))
+    raise ValueError(f"no valid scene shows {want}; objects may not fit in the image together")
+
+
 def real_renders(prompts: Sequence[str], seeds: Sequence[int], resolution: int = 32) -> Tensor:
     """The perfect model: images (N, 3, H, W) of ``realise``d scenes, one per (prompt, seed)."""
     gens = (torch.Generator().manual_seed(seed * PROMPT_STRIDE + i) for i, seed in enumerate(seeds))
     return render([realise(parse_caption(p), g) for p, g in zip(prompts, gens)], resolution)
 
 
-def compositional_benchmark(make_images: Callable[[list[str], list[int]], Tensor], judge: Optional[Judge] = None,
-                            seeds: int = COMPOSITIONAL_SEEDS) -> dict[str, Any]:
+def compositional_benchmark(make_images: Callable[[list[str], list[int]], Tensor],
+                            judge: Optional[Judge] = None, seeds: int = COMPOSITIONAL_SEEDS) -> dict[str, Any]:
     """GenEval's protocol on shapes (Ghosh et al. 2023): ``seeds`` images per prompt of
     ``compositional_prompts``; an image counts only when the judge finds everything its prompt names right,
     the object count included. ``make_images(prompts, seeds)`` -> (N, 3, H, W) is the model under test.
@@ -323,19 +344,22 @@ def compositional_benchmark(make_images: Callable[[list[str], list[int]], Tensor
         images = make_images(asked, [k for _ in prompts for k in range(seeds)])  # (N, 3, H, W)
         _check_images(images, "make_images(...)")
         got = predict_scenes(judge, images.float().cpu())
-        scores[category] = sum(all_right(score_scene(parse_caption(p), g)) for p, g in zip(asked, got)) / len(asked)
+        right = [all_right(score_scene(parse_caption(p), g)) for p, g in zip(asked, got)]
+        scores[category] = sum(right) / len(right)
     return {"categories": scores, "overall": sum(scores.values()) / len(scores)}
 
 
 def evaluate_compositional_cli(weights: Optional[str | Path] = None, steps: int = 20, guidance_scale: float = 3.0,
-                               sampler: str = "dpmpp_2m", device: str = "auto", json_path: Optional[str] = None) -> dict:
-    """``eval --suite compositional``: the judge on real renders (>= 500 per category, the ceiling), then
-    the pipeline on the benchmark; prints both as a table and writes the pipeline's result to ``json_path``."""
+                               sampler: str = "dpmpp_2m", device: str = "auto",
+                               json_path: Optional[str] = None) -> dict[str, Any]:
+    """``eval --suite compositional``: the judge on real renders (>= 500 per category: the ceiling), then the
+    pipeline on the benchmark; prints both as a table and writes the pipeline's result to ``json_path``."""
     from minidiff.pipeline import load_pipeline
 
     judge = load_judge()
     n_prompts = {c: len(p) for c, p in compositional_prompts().items()}
-    ceiling = compositional_benchmark(real_renders, judge, seeds=math.ceil(JUDGE_IMAGES_PER_CATEGORY / min(n_prompts.values())))
+    seeds = math.ceil(JUDGE_IMAGES_PER_CATEGORY / min(n_prompts.values()))
+    ceiling = compositional_benchmark(real_renders, judge, seeds=seeds)
     pipe = load_pipeline(weights, device=device)
     start = time.perf_counter()
     result = compositional_benchmark(lambda p, s: generate(pipe, p, s, steps=steps, sampler=sampler,
@@ -344,8 +368,9 @@ def evaluate_compositional_cli(weights: Optional[str | Path] = None, steps: int 
     rows = [{"category": c, "prompts": n_prompts[c], "images": n_prompts[c] * COMPOSITIONAL_SEEDS,
              "model": result["categories"][c], "real renders": ceiling["categories"][c]} for c in CATEGORIES]
     rows.append({"category": "overall", "model": result["overall"], "real renders": ceiling["overall"]})
-    print(f"\ncompositional benchmark of {weights or 'shipped'} ({steps} {sampler} steps, guidance {guidance_scale}, "
-          f"{seconds:.1f} s on {pipe.device}); an image counts only when everything its prompt names is right")
+    print(f"\ncompositional benchmark of {weights or 'shipped'} ({steps} {sampler} steps, guidance "
+          f"{guidance_scale}, {seconds:.1f} s on {pipe.device})\nan image counts only when everything its prompt "
+          "names is right, the object count included")
     print(format_table(rows, ["category", "prompts", "images", "model", "real renders"]))
     result["settings"] = {"weights": str(weights or "shipped"), "steps": steps, "sampler": sampler,
                           "guidance_scale": guidance_scale, "seconds": round(seconds, 2)}
@@ -354,3 +379,18 @@ def evaluate_compositional_cli(weights: Optional[str | Path] = None, steps: int 
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2))
     return result
+
+
+@torch.no_grad()
+def padding_attention_share(pipe: Any, prompt: str, seed: int = 0, steps: int = 20,
+                            guidance_scale: float = 3.0) -> float:
+    """Share of the image queries' cross-attention that lands on <pad> tokens while ``pipe`` draws ``prompt``:
+    the attention weights (B, heads, N, L) of the prompt's branch, summed over pad keys and averaged over
+    queries, heads, levels and steps. 0 when padding is masked (``UNetConfig.mask_padding``)."""
+    from minidiff.text import PAD_ID
+
+    pad = pipe.tokenizer.encode([prompt], pipe.text_encoder.config.max_len)[0] == PAD_ID  # (L,)
+    with pipe.unet.record_attention() as records:
+        pipe([prompt], seeds=seed, steps=steps, guidance_scale=guidance_scale)
+    return torch.stack([w[-1][..., pad.to(w.device)].sum(-1).mean() for _, w in records]).mean().item()
+

@@ -1,21 +1,13 @@
 """The procedural ``shapes`` world: scenes, their rendering, captions and the caption parser.
 
-A shapes image shows one to four flat objects on a plain background. Every object has a shape,
-colour, size and position; a position is one of nine slots (a 3x3 grid), and two objects never share
-a slot or touch. A scene is drawn as one of four kinds, which decide what its caption says:
-
-- ``position``: one or two objects, each with its slot ("a large red circle at the top left ...");
-- ``objects``: one to four objects, no slots ("a red circle and a blue square ...");
-- ``count``: two to four identical objects ("three small green triangles ...");
-- ``relation``: two objects in one row or column ("a red circle to the left of a blue square").
-
-Captions of the last three kinds leave out each size, colour and background with probability
-``p_omit``. ``describe`` turns a scene into what its caption says (a partial ``Scene``), ``caption``
-writes it in one of ``TEMPLATES`` wordings and ``parse_caption`` reads any of them back exactly.
-
-Words: lowercase; a comma is a token of its own (``split_words``). ``vocabulary()`` lists them all.
-Geometry is in image units (the image side is 1, ``y`` grows downwards); objects are anti-aliased
-masks from signed distances, so one scene looks the same at every resolution.
+A shapes image shows one to four flat objects on a plain background, each with a shape, colour, size and
+one of nine slots (a 3x3 grid); objects never share a slot or touch. A scene's kind decides what its
+caption says: ``position`` (one or two objects with slots), ``objects`` (one to four, no slots), ``count``
+(two to four identical objects: "three green triangles") or ``relation`` ("a red circle to the left of a
+blue square"). ``describe`` turns a scene into what its caption says (a partial ``Scene``), ``caption``
+writes that in one of ``TEMPLATES`` wordings and ``parse_caption`` reads it back exactly. Words are
+lowercase, a comma is a token (``split_words``). Geometry is in image units (side 1, ``y`` downwards);
+objects are anti-aliased masks from signed distances, so a scene looks the same at every resolution.
 """
 
 from __future__ import annotations
@@ -26,10 +18,9 @@ import itertools
 import random
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
-from torch.utils.data import Dataset
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -37,17 +28,16 @@ SIZES = ("small", "large")
 POSITIONS = ("top left", "top center", "top right", "center left", "center", "center right",
              "bottom left", "bottom center", "bottom right")  # the 3x3 grid, row by row
 BACKGROUNDS = ("black", "white", "gray", "blue")
-ATTRIBUTES = {"shape": SHAPES, "colour": COLOURS, "size": SIZES, "position": POSITIONS, "background": BACKGROUNDS}
+ATTRIBUTES = dict(shape=SHAPES, colour=COLOURS, size=SIZES, position=POSITIONS, background=BACKGROUNDS)
 FIELDS = ("shape", "colour", "size", "position")  # the attributes of one object
 RELATIONS = ("to the left of", "to the right of", "above", "below")  # objects[0] <relation> objects[1]
 NUMBERS = ("a", "two", "three", "four")  # NUMBERS[k - 1] says k objects; "an" also says one
 KINDS = ("position", "objects", "count", "relation")
 KIND_WEIGHTS = {"position": 0.4, "objects": 0.25, "count": 0.15, "relation": 0.2}  # default mix of kinds
 
-RGB = {  # colours in [0, 1]; chosen to be far apart from each other and from every background
-    "red": (0.90, 0.10, 0.10), "green": (0.10, 0.75, 0.20), "blue": (0.15, 0.30, 0.95),
-    "yellow": (0.95, 0.90, 0.10), "purple": (0.60, 0.20, 0.80), "orange": (1.00, 0.55, 0.00),
-    "black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0), "gray": (0.5, 0.5, 0.5)}
+RGB = {"red": (0.90, 0.10, 0.10), "green": (0.10, 0.75, 0.20), "blue": (0.15, 0.30, 0.95),  # in [0, 1], far
+       "yellow": (0.95, 0.90, 0.10), "purple": (0.60, 0.20, 0.80), "orange": (1.00, 0.55, 0.00),  # apart
+       "black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0), "gray": (0.5, 0.5, 0.5)}
 GRID = (0.25, 0.5, 0.75)  # slot centres along each axis; the corners and center are the five slots of old
 SLOT_CENTRES = {p: (GRID[i % 3], GRID[i // 3]) for i, p in enumerate(POSITIONS)}  # (x, y) in image units
 HALF_EXTENT = {"small": 0.09, "large": 0.19}  # half the side of an object's bounding box
@@ -62,12 +52,12 @@ DROPPED = "."  # full stops carry no meaning in a caption and are dropped; comma
 SCENE_PHRASES = ("{objects} on a {bg} background", "{objects}, {bg} background", "a {bg} background with {objects}",
                  "{objects}, {bg} background", "on a {bg} background, {objects}")
 TEMPLATES = len(SCENE_PHRASES)  # number of caption wordings; caption(scene, k) for k in range(TEMPLATES)
-FILLER_WORDS = ("a", "an", "at", "the", "on", "background", "with", "in", "corner", "sits", "and", ",", "to", "of")
+FILLER_WORDS = ("a", "an", "at", "the", "on", "background", "with", "in", "corner", "sits", "and", ",")
 
 
 def _check_resolution(resolution: int) -> None:
     if not (isinstance(resolution, int) and MIN_RESOLUTION <= resolution <= MAX_RESOLUTION):
-        raise ValueError(f"resolution={resolution!r} is not allowed; use an int in {MIN_RESOLUTION}..{MAX_RESOLUTION}")
+        raise ValueError(f"resolution={resolution!r}: use an int in {MIN_RESOLUTION}..{MAX_RESOLUTION}")
 
 
 def _check_word(kind: str, word: str | None) -> None:
@@ -91,9 +81,8 @@ class Object:
 
 @dataclass(frozen=True)
 class Scene:
-    """A background and its objects, kept sorted by slot (POSITIONS order, unplaced objects last, in
-    their given order) so equal scenes compare equal. ``relation`` (partial scenes only) says
-    objects[0] <relation> objects[1]; ``kind`` records how a drawn scene is captioned (not compared)."""
+    """A background and its objects, sorted by slot (unplaced ones last, in order) so equal scenes compare
+    equal; ``relation``: objects[0] <relation> objects[1] (prompts only); ``kind``: see ``describe``."""
 
     background: str | None
     objects: tuple[Object, ...] = ()
@@ -102,21 +91,21 @@ class Scene:
 
     def __post_init__(self) -> None:
         _check_word("background", self.background)
-        order = sorted(self.objects, key=lambda o: len(POSITIONS) if o.position is None else POSITIONS.index(o.position))
-        object.__setattr__(self, "objects", tuple(order))
+        slot = {p: i for i, p in enumerate(POSITIONS)}
+        object.__setattr__(self, "objects", tuple(sorted(self.objects, key=lambda o: slot.get(o.position, 9))))
         placed = [o.position for o in self.objects if o.position is not None]
         if len(set(placed)) < len(placed):
-            raise ValueError(f"two objects of {self.objects} share a position; each slot holds at most one object")
+            raise ValueError(f"two objects of {self.objects} share a position; a slot holds at most one")
         if self.relation is not None and (self.relation not in RELATIONS or len(self.objects) != 2 or placed):
-            raise ValueError(f"relation={self.relation!r} needs one of {RELATIONS} between exactly two objects "
+            raise ValueError(f"relation={self.relation!r} needs one of {RELATIONS} between two objects "
                              f"that name no position; got {self.objects}")
-        if self.kind is not None and self.kind not in KINDS:
+        if self.kind not in (None, *KINDS):
             raise ValueError(f"kind={self.kind!r} is not known; choose one of {KINDS}")
 
     @property
     def complete(self) -> bool:
         """True when every attribute is named (every drawn scene is complete)."""
-        return self.background is not None and all(None not in (getattr(o, f) for f in FIELDS) for o in self.objects)
+        return self.background is not None and all(None not in vars(o).values() for o in self.objects)
 
 
 def relation_holds(relation: str, a: str, b: str) -> bool:
@@ -129,17 +118,12 @@ def relation_holds(relation: str, a: str, b: str) -> bool:
 
 @dataclass
 class ShapesConfig:
-    """How shapes scenes are drawn (the single place of world options).
-
-    max_objects: 1..4 objects per scene; p_two: share of two-object ``position`` scenes; kinds:
-    ``{kind: weight}`` (default ``KIND_WEIGHTS``; kinds needing more objects than max_objects are
-    dropped); p_omit: chance that a non-``position`` caption leaves out a size, colour or background.
-    holdout: combinations never drawn, each a tuple of object words, e.g. ``("triangle", "purple")``
-    (no purple triangles); a number word in it counts, e.g. ``("three", "square")``: no scene with
-    exactly three squares. skew: ``{attribute: {value: probability}}``; listed values get that
-    probability, unlisted ones share the rest. Scenes that break a rule (colour equal to background,
-    held-out combination, touching objects) are redrawn, which shifts frequencies a little.
-    """
+    """How shapes scenes are drawn (the single place of world options). max_objects: 1..4; p_two: share of
+    two-object ``position`` scenes; kinds: ``{kind: weight}`` (default ``KIND_WEIGHTS``); p_omit: see
+    ``describe``. holdout: combinations never drawn, each a tuple of object words: ``("triangle", "purple")``
+    is no purple triangles, ``("three", "square")`` no scene with exactly three squares. skew: ``{attribute:
+    {value: probability}}``, unlisted values share the rest. Scenes breaking a rule (``breaks_rules``) are
+    redrawn, which shifts frequencies a little."""
 
     resolution: int = 32
     max_objects: int = 4
@@ -153,32 +137,30 @@ class ShapesConfig:
 
     def __post_init__(self) -> None:
         _check_resolution(self.resolution)
-        if self.max_objects not in (1, 2, 3, 4) or not 0.0 <= self.p_two <= 1.0 or not 0.0 <= self.p_omit <= 1.0:
-            raise ValueError(f"max_objects={self.max_objects!r}, p_two={self.p_two!r}, p_omit={self.p_omit!r}: "
+        if self.max_objects not in (1, 2, 3, 4) or not 0 <= self.p_two <= 1 or not 0 <= self.p_omit <= 1:
+            raise ValueError(f"max_objects={self.max_objects!r}, p_two={self.p_two!r}, p_omit={self.p_omit!r}:"
                              "use max_objects in 1..4 and p_two, p_omit in [0, 1]")
         kinds = KIND_WEIGHTS if self.kinds is None else self.kinds
         if any(k not in KINDS or w < 0 for k, w in kinds.items()) or sum(kinds.values()) <= 0:
             raise ValueError(f"kinds={self.kinds!r}: use weights >= 0 (not all 0) for kinds from {KINDS}")
         self.holdout, self.backgrounds = tuple(tuple(c) for c in self.holdout), tuple(self.backgrounds)
-        object_words = SHAPES + COLOURS + SIZES + POSITIONS + NUMBERS[1:]
-        for word in (w for combo in self.holdout for w in combo if w not in object_words):
-            raise ValueError(f"holdout word {word!r} in {self.holdout} is not an object attribute; choose from {object_words}")
+        words = SHAPES + COLOURS + SIZES + POSITIONS + NUMBERS[1:]
+        for word in (w for combo in self.holdout for w in combo if w not in words):
+            raise ValueError(f"holdout word {word!r} in {self.holdout} is not an object word; use {words}")
         if not self.backgrounds:
             raise ValueError(f"backgrounds=() is empty; choose a non-empty subset of {BACKGROUNDS}")
-        for bg in self.backgrounds:
-            _check_word("background", bg)
-        for attr, weights in (self.skew or {}).items():
-            if attr not in ATTRIBUTES or any(w < 0 for w in weights.values()):
-                raise ValueError(f"skew={self.skew!r}: use attributes from {tuple(ATTRIBUTES)} and weights >= 0")
-            for value in weights:
-                _check_word(attr, value)
+        for attr, value in [("background", bg) for bg in self.backgrounds] + [
+                (a, v) for a, weights in (self.skew or {}).items() if a in ATTRIBUTES for v in weights]:
+            _check_word(attr, value)
+        if any(a not in ATTRIBUTES or min(w.values(), default=0) < 0 for a, w in (self.skew or {}).items()):
+            raise ValueError(f"skew={self.skew!r}: use attributes from {tuple(ATTRIBUTES)} and weights >= 0")
         if not self.kind_weights():
             raise ValueError(f"kinds={kinds} leaves no kind that fits max_objects={self.max_objects}")
 
     def kind_weights(self) -> dict[str, float]:
         """The kinds that can be drawn with max_objects objects, with their weights (> 0)."""
         kinds = KIND_WEIGHTS if self.kinds is None else self.kinds
-        return {k: w for k, w in kinds.items() if w > 0 and (self.max_objects >= 2 or k in ("position", "objects"))}
+        return {k: w for k, w in kinds.items() if w > 0 and (self.max_objects > 1 or k in KINDS[:2])}
 
     def probs(self, attr: str) -> torch.Tensor:
         """Proposal probabilities over ``ATTRIBUTES[attr]`` (before the rules redraw scenes)."""
@@ -186,43 +168,31 @@ class ShapesConfig:
         weights = dict((self.skew or {}).get(attr, {}))
         rest = [v for v in allowed if v not in weights]
         weights.update({v: max(0.0, 1.0 - sum(weights.values())) / len(rest) for v in rest})
-        p = torch.tensor([weights.get(v, 0.0) if v in allowed else 0.0 for v in ATTRIBUTES[attr]], dtype=torch.float64)
+        p = torch.tensor([weights.get(v, 0.0) * (v in allowed) for v in ATTRIBUTES[attr]]).double()
         if p.sum() <= 0:
             raise ValueError(f"skew for {attr!r} leaves no value with positive probability")
         return p / p.sum()
 
 
 def fits(p1: str, s1: str, p2: str, s2: str) -> bool:
-    """May an object of size s1 at slot p1 share the image with one of size s2 at p2 (boxes >= MIN_GAP apart)?"""
+    """May an object of size s1 at slot p1 share the image with one of size s2 at p2 (boxes MIN_GAP apart)?"""
     (x1, y1), (x2, y2) = SLOT_CENTRES[p1], SLOT_CENTRES[p2]
     return p1 != p2 and max(abs(x1 - x2), abs(y1 - y2)) - HALF_EXTENT[s1] - HALF_EXTENT[s2] >= MIN_GAP
 
 
-def _breaks_rules(objects: list[Object], background: str, holdout: tuple[tuple[str, ...], ...]) -> bool:
-    if any(o.colour == background for o in objects):
-        return True
-    if not all(fits(a.position, a.size, b.position, b.size) for a, b in itertools.combinations(objects, 2)):
+def breaks_rules(objects: Sequence[Object], background: str, holdout: Sequence[tuple[str, ...]] = ()) -> bool:
+    """Does a drawn scene break a rule: an object the colour of the background, two that touch, or a
+    held-out combination (see ShapesConfig.holdout)?"""
+    if any(o.colour == background for o in objects) or not all(
+            fits(a.position, a.size, b.position, b.size) for a, b in itertools.combinations(objects, 2)):
         return True
     for combo in holdout:
         count = next((NUMBERS.index(w) + 1 for w in combo if w in NUMBERS), None)
-        matching = sum(all(w in (o.shape, o.colour, o.size, o.position) for w in combo if w not in NUMBERS) for o in objects)
+        matching = sum(all(w in (o.shape, o.colour, o.size, o.position) for w in combo if w not in NUMBERS)
+                       for o in objects)
         if (matching == count) if count else matching:
             return True
     return False
-
-
-def _draw_objects(kind: str, n: int, draw: dict[str, Callable[[], str]], rng: random.Random) -> list[Object]:
-    """One proposal of ``n`` objects for a scene of ``kind`` (the rules are checked by the caller)."""
-    if kind == "relation":  # two slots on one row or column of the grid
-        line = rng.randrange(6)
-        slots = [3 * line + i for i in range(3)] if line < 3 else [line - 3 + 3 * i for i in range(3)]
-        places = rng.sample(slots, 2)
-    else:
-        places = rng.sample(range(len(POSITIONS)), n)
-    if kind == "count":  # identical objects: one shape, colour and size
-        same = (draw["shape"](), draw["colour"](), draw["size"]())
-        return [Object(*same, POSITIONS[p]) for p in places]
-    return [Object(draw["shape"](), draw["colour"](), draw["size"](), POSITIONS[p]) for p in places]
 
 
 def sample_scenes(n: int, config: ShapesConfig, generator: torch.Generator) -> list[Scene]:
@@ -232,40 +202,27 @@ def sample_scenes(n: int, config: ShapesConfig, generator: torch.Generator) -> l
         raise ValueError(f"n={n} is negative; ask for n >= 0 scenes")
     rng = random.Random(int(torch.randint(2**62, (1,), generator=generator)))
     weights = {a: config.probs(a).tolist() for a in ATTRIBUTES}
-    draw = {a: (lambda a=a: rng.choices(ATTRIBUTES[a], weights[a])[0]) for a in ("shape", "colour", "size")}
-    kinds = config.kind_weights()
-    scenes = []
+    kinds, most, scenes = config.kind_weights(), config.max_objects, []
     for _ in range(n):
         # 1. the kind, the background and the number of objects
         kind = rng.choices(list(kinds), list(kinds.values()))[0]
         background = rng.choices(BACKGROUNDS, weights["background"])[0]
-        count = {"position": 1 + (config.max_objects >= 2 and rng.random() < config.p_two), "relation": 2,
-                 "objects": rng.randint(1, config.max_objects), "count": rng.randint(2, max(2, config.max_objects))}[kind]
-        # 2. propose objects until none breaks a rule (rejection sampling)
+        count = {"position": 1 + (most > 1 and rng.random() < config.p_two), "relation": 2,
+                 "objects": rng.randint(1, most), "count": rng.randint(2, max(2, most))}
+        # 2. propose objects until none breaks a rule (rejection sampling); a relation's two objects share
+        #    row `line` (< 3) or column `line - 3`; a count's objects share shape, colour and size
         for _ in range(MAX_TRIES):
-            objects = _draw_objects(kind, count, draw, rng)
-            if not _breaks_rules(objects, background, config.holdout):
+            line = rng.randrange(6)
+            slots = range(3 * line, 3 * line + 3) if line < 3 else range(line - 3, 9, 3)
+            places = rng.sample(slots, 2) if kind == "relation" else rng.sample(range(9), count[kind])
+            looks = [[rng.choices(ATTRIBUTES[a], weights[a])[0] for a in FIELDS[:3]] for _ in places]
+            objects = [Object(*looks[(kind != "count") * i], POSITIONS[p]) for i, p in enumerate(places)]
+            if not breaks_rules(objects, background, config.holdout):
                 break
         else:
-            raise ValueError(f"the rules of {config} leave (almost) no valid scene; relax holdout, skew or backgrounds")
+            raise ValueError(f"the rules of {config} leave (almost) no valid scene; relax holdout or skew")
         scenes.append(Scene(background, tuple(objects), kind=kind))
     return scenes
-
-
-def realise(want: Scene, generator: torch.Generator) -> Scene:
-    """A complete valid scene that shows exactly what ``want`` (a parsed prompt) names; what it leaves
-    out is drawn uniformly, once for identical objects. Renders of it are the perfect "model" that the benchmark tests against."""
-    rng = random.Random(int(torch.randint(2**62, (1,), generator=generator)))
-    colours = {o.colour for o in want.objects}
-    for _ in range(MAX_TRIES):
-        background = want.background or rng.choice([b for b in BACKGROUNDS if b not in colours])
-        free = rng.sample([p for p in POSITIONS if p not in {o.position for o in want.objects}], len(want.objects))
-        fill = {o: [getattr(o, f) or rng.choice(ATTRIBUTES[f]) for f in FIELDS[:3]] for o in want.objects}
-        objects = [Object(*fill[o], o.position or free.pop()) for o in want.objects]  # identical ones stay identical
-        related = want.relation is None or relation_holds(want.relation, objects[0].position, objects[1].position)
-        if related and not _breaks_rules(objects, background, ()):
-            return Scene(background, tuple(objects))
-    raise ValueError(f"no valid scene shows {want}; objects may not fit in the image together")
 
 
 def _signed_distance(shape: str, dx: torch.Tensor, dy: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -284,8 +241,7 @@ def _signed_distance(shape: str, dx: torch.Tensor, dy: torch.Tensor, h: torch.Te
 def render(scenes: Sequence[Scene], resolution: int) -> torch.Tensor:
     """Draw scenes as images (N, 3, H=resolution, W=resolution) in [-1, 1], anti-aliased over ~1 pixel."""
     _check_resolution(resolution)
-    if not all(s.complete for s in scenes):
-        bad = next(s for s in scenes if not s.complete)
+    for bad in (s for s in scenes if not s.complete):
         raise ValueError(f"every scene must name every attribute to be drawn; got {bad}")
     n, r = len(scenes), resolution
     pixels = torch.arange(r, dtype=torch.float32) + 0.5  # pixel centres in pixel units, (W,)
@@ -293,14 +249,15 @@ def render(scenes: Sequence[Scene], resolution: int) -> torch.Tensor:
     for k in range(max((len(s.objects) for s in scenes), default=0)):
         objs = [s.objects[k] if len(s.objects) > k else None for s in scenes]
         shape = torch.tensor([-1 if o is None else SHAPES.index(o.shape) for o in objs])  # (N,)
-        cx, cy = (torch.tensor([SLOT_CENTRES[o.position] if o else (0.0, 0.0) for o in objs]) * r).T.reshape(2, n, 1)  # (N, 1)
+        centres = torch.tensor([SLOT_CENTRES[o.position] if o else (0.0, 0.0) for o in objs]) * r  # (N, 2)
+        cx, cy = centres.T.reshape(2, n, 1)  # (N, 1) each
         h = torch.tensor([HALF_EXTENT[o.size] * r if o else 0.0 for o in objs]).reshape(n, 1, 1)  # (N, 1, 1)
-        colour = torch.tensor([RGB[o.colour] if o else (0.0, 0.0, 0.0) for o in objs]).reshape(n, 3, 1, 1) * 2 - 1  # (N, 3, 1, 1)
+        colour = torch.tensor([RGB[o.colour] if o else (0.0,) * 3 for o in objs]).reshape(n, 3, 1, 1) * 2 - 1
         alpha = torch.zeros(n, r, r)  # (N, H, W) share of each pixel covered by object k
         for j, name in enumerate(SHAPES):
             idx = (shape == j).nonzero().squeeze(1)  # (M,)
             if len(idx):
-                dx, dy = (pixels - cx[idx]).unsqueeze(1), (pixels - cy[idx]).unsqueeze(2)  # (M, 1, W), (M, H, 1)
+                dx, dy = (pixels - cx[idx]).unsqueeze(1), (pixels - cy[idx]).unsqueeze(2)  # (M,1,W), (M,H,1)
                 d = _signed_distance(name, dx, dy, h[idx])  # (M, H, W) in pixels
                 alpha[idx] = d.neg_().add_(0.5).clamp_(0, 1)
         img = torch.lerp(img, colour, alpha.unsqueeze(1))  # (N, 3, H, W)
@@ -311,27 +268,25 @@ def describe(scene: Scene, p_omit: float, generator: torch.Generator) -> Scene:
     """What a caption of ``scene`` says: a partial Scene. ``position`` scenes are named in full; the other
     kinds name no slot and leave out each size, colour (shared by identical objects) and the background
     with probability ``p_omit``; a ``relation`` scene says how objects[0] stands to objects[1]."""
-    kind = scene.kind or "position"
-    if kind == "position":
+    if scene.kind in (None, "position"):
         return scene
     rng = random.Random(int(torch.randint(2**62, (1,), generator=generator)))
-    keep: dict[tuple, tuple[bool, bool]] = {}
+    keep: dict[tuple, tuple[bool, bool]] = {}  # (colour, size) named? Drawn once for identical objects
     for o in scene.objects:
         keep.setdefault((o.shape, o.colour, o.size), (rng.random() >= p_omit, rng.random() >= p_omit))
-    named = [Object(o.shape, o.colour if keep[o.shape, o.colour, o.size][1] else None,
-                    o.size if keep[o.shape, o.colour, o.size][0] else None) for o in scene.objects]
+    flags = [keep[o.shape, o.colour, o.size] for o in scene.objects]
+    named = [Object(o.shape, o.colour if c else None, o.size if z else None) for o, (c, z) in zip(scene.objects, flags)]
     background = scene.background if rng.random() >= p_omit else None
-    if kind == "relation":
+    if scene.kind == "relation":
         order = rng.sample((0, 1), 2)
         a, b = (scene.objects[i].position for i in order)
         relation = next(r for r in RELATIONS if relation_holds(r, a, b))
         return Scene(background, (named[order[0]], named[order[1]]), relation=relation)
-    named = sorted(named, key=named.index)  # identical objects side by side, groups in order of first appearance
-    return Scene(background, tuple(named))
+    return Scene(background, tuple(sorted(named, key=named.index)))  # identical objects side by side
 
 
 def _phrase(o: Object, count: int, template: int) -> str:
-    """One object (or ``count`` identical ones) in the wording of ``template``: "a large red circle at the top left"."""
+    """``count`` identical objects in the wording of ``template``: "a large red circle at the top left"."""
     shape = o.shape + ("s" if count > 1 else "")
     words = [o.size, shape, "in", o.colour] if template == COLOUR_LAST else [o.size, o.colour, shape]
     words = [w for w in words if w is not None and not (w == "in" and o.colour is None)]
@@ -344,9 +299,9 @@ def _phrase(o: Object, count: int, template: int) -> str:
 
 
 def caption(scene: Scene, template: int) -> str:
-    """Caption a (partial) scene with wording ``template`` in 0..TEMPLATES-1 (see _phrase,
-    SCENE_PHRASES), e.g. 0: "a large red circle at the top left on a blue background"; objects are joined
-    by "and", identical unplaced objects become a count ("two red circles"), a relation sits between two."""
+    """Caption a (partial) scene in wording ``template`` in 0..TEMPLATES-1 (_phrase, SCENE_PHRASES), e.g.
+    0: "a large red circle at the top left on a blue background"; objects are joined by "and", identical
+    unplaced objects make a count ("two red circles"), a relation stands between two."""
     if not (isinstance(template, int) and 0 <= template < TEMPLATES):
         raise ValueError(f"template={template!r} is not known; use an int in 0..{TEMPLATES - 1}")
     if not scene.objects or any(o.shape is None for o in scene.objects):
@@ -354,15 +309,12 @@ def caption(scene: Scene, template: int) -> str:
     if scene.relation is not None:
         objects = f" {scene.relation} ".join(_phrase(o, 1, template) for o in scene.objects)
     else:
-        groups = [(o, len(list(g))) for o, g in itertools.groupby(scene.objects)]
-        objects = " and ".join(_phrase(o, k, template) for o, k in groups)
-    if scene.background is None:
-        return objects
-    return SCENE_PHRASES[template].format(objects=objects, bg=scene.background)
+        objects = " and ".join(_phrase(o, len(list(g)), template) for o, g in itertools.groupby(scene.objects))
+    return SCENE_PHRASES[template].format(objects=objects, bg=scene.background) if scene.background else objects
 
 
 def captions_for(scenes: Sequence[Scene], generator: torch.Generator, p_omit: float = 0.3) -> list[str]:
-    """One caption per scene: ``describe`` it, then write it with a template drawn uniformly from ``generator``."""
+    """One caption per scene: ``describe`` it, then write it in a template drawn uniformly."""
     templates = torch.randint(TEMPLATES, (len(scenes),), generator=generator).tolist()
     return [caption(describe(s, p_omit, generator), k) for s, k in zip(scenes, templates)]
 
@@ -389,18 +341,19 @@ def _parse_objects(words: list[str], text: str) -> list[Object]:
     for word in words:
         if word in NUMBERS[1:]:
             if count > 1:
-                raise ValueError(f"{text!r} gives two numbers for one group of objects; join groups with 'and'")
+                raise ValueError(f"{text!r} gives two numbers for one group of objects; join with 'and'")
             count = NUMBERS.index(word) + 1
             continue
         if word.endswith("s") and word[:-1] in SHAPES:
             word, plural = word[:-1], True
         kind = next((a for a in FIELDS if word in ATTRIBUTES[a]), None)
         if kind in found:
-            raise ValueError(f"{text!r} names two {kind}s ({found[kind]!r}, {word!r}) for one object; join objects with 'and'")
+            raise ValueError(f"{text!r} names two {kind}s ({found[kind]!r}, {word!r}) for one object; "
+                             "join objects with 'and'")
         if kind is not None:
             found[kind] = word
     if (found or count > 1) and "shape" not in found:
-        raise ValueError(f"{text!r} describes an object ({found}) without naming its shape; choose one of {SHAPES}")
+        raise ValueError(f"{text!r} describes an object ({found}) without its shape; choose one of {SHAPES}")
     if found and plural != (count > 1):
         raise ValueError(f"{text!r}: say 'a {found['shape']}' for one object and a number with the plural "
                          f"('two {found['shape']}s') for more; numbers allowed: {NUMBERS[1:]}")
@@ -428,36 +381,24 @@ def parse_caption(text: str) -> Scene:
         raise ValueError(f"{text!r} names half a position or relation; use one of {POSITIONS} or {RELATIONS}")
     background, i = None, words.index("background") if "background" in words else -1
     if words.count("background") > 1 or i == 0 or (i > 0 and words[i - 1] not in BACKGROUNDS):
-        raise ValueError(f"{text!r} must name at most one background, as '<colour> background' with a colour in {BACKGROUNDS}")
+        raise ValueError(f"{text!r} must name at most one background, as '<colour> background' with a colour "
+                         f"in {BACKGROUNDS}")
     if i > 0:
         background, words = words[i - 1], words[: i - 1] + words[i + 1:]
     relations = [w for w in words if w in RELATIONS]
-    segments = [list(g) for cut, g in itertools.groupby(words, key=lambda w: w == "and" or w in RELATIONS) if not cut]
-    objects = [[o for o in _parse_objects(seg, text)] for seg in segments]
-    objects = [seg for seg in objects if seg]
-    if relations and (len(relations) > 1 or "and" in words or len(objects) != 2 or any(len(s) != 1 for s in objects)
+    cuts = itertools.groupby(words, key=lambda w: w == "and" or w in RELATIONS)
+    objects = [seg for seg in (_parse_objects(list(g), text) for cut, g in cuts if not cut) if seg]
+    if relations and (len(relations) > 1 or "and" in words or [len(s) for s in objects] != [1, 1]
                       or any(s[0].position for s in objects)):
-        raise ValueError(f"{text!r}: a relation ({RELATIONS}) goes between exactly two single objects without "
+        raise ValueError(f"{text!r}: a relation ({RELATIONS}) goes between two single objects without "
                          "positions, e.g. 'a red circle to the left of a blue square'")
     return Scene(background, tuple(o for seg in objects for o in seg), relations[0] if relations else None)
 
 
-def make_shapes(n: int, config: ShapesConfig | None = None, seed: int | None = None) -> tuple[torch.Tensor, list[str], list[Scene]]:
-    """``n`` shapes images (N, 3, H, W) in [-1, 1], their captions and scenes; ``seed`` defaults to config.seed."""
+def make_shapes(n: int, config: ShapesConfig | None = None,
+                seed: int | None = None) -> tuple[torch.Tensor, list[str], list[Scene]]:
+    """``n`` shapes images (N, 3, H, W) in [-1, 1], their captions and scenes; seed defaults to config's."""
     config = config or ShapesConfig()
     generator = torch.Generator().manual_seed(config.seed if seed is None else seed)
     scenes = sample_scenes(n, config, generator)
     return render(scenes, config.resolution), captions_for(scenes, generator, config.p_omit), scenes
-
-
-class ShapesDataset(Dataset):
-    """``n`` shapes images rendered once and kept in memory; item i is (image (3, H, W), caption)."""
-
-    def __init__(self, n: int, config: ShapesConfig | None = None, seed: int | None = None) -> None:
-        self.images, self.captions, self.scenes = make_shapes(n, config, seed)
-
-    def __len__(self) -> int:
-        return len(self.captions)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
-        return self.images[i], self.captions[i]

@@ -11,8 +11,8 @@ import torch
 from minidiff.cli import main
 from minidiff.judge import load_judge
 from minidiff.metrics import (CATEGORIES, COMPOSITIONAL_SEEDS, compositional_benchmark, compositional_prompts,
-                              real_renders)
-from minidiff.shapes import RELATIONS, Scene, parse_caption, realise, render
+                              padding_attention_share, real_renders, realise)
+from minidiff.shapes import RELATIONS, Scene, parse_caption, relation_holds, render
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,25 @@ def test_prompts_cover_the_six_categories_and_parse():
     assert all(a.colour != b.colour and a.shape != b.shape for a, b in (s.objects for s in parsed["attribute_binding"]))
     assert all(s.background is None and all(o.position is None for o in s.objects) for ss in parsed.values() for s in ss)
     assert len({p for ps in prompts.values() for p in ps}) == sum(len(ps) for ps in prompts.values())  # no repeats
+
+
+def test_realise_shows_exactly_the_prompt():
+    g = torch.Generator().manual_seed(8)
+    for text in ("three green triangles", "a red circle to the left of a blue square", "a circle below a square",
+                 "a small circle and a large square on a gray background", "four small diamonds",
+                 "a large red circle at the top left on a blue background"):
+        want = parse_caption(text)
+        for _ in range(20):
+            got = realise(want, g)
+            assert got.complete and len(got.objects) == len(want.objects)
+            assert want.background in (None, got.background) and all(o.colour != got.background for o in got.objects)
+            if want.relation:
+                by_shape = {o.shape: o.position for o in got.objects}
+                assert relation_holds(want.relation, *(by_shape[o.shape] for o in want.objects))
+            assert all(any(all(getattr(w, f) in (None, getattr(o, f)) for f in ("shape", "colour", "size", "position"))
+                           for o in got.objects) for w in want.objects)
+    with pytest.raises(ValueError, match="no valid scene"):
+        realise(parse_caption("a large circle at the top left and a large square at the top center"), g)
 
 
 def test_judge_scores_real_renders_of_every_category_at_least_099(judge):
@@ -107,3 +126,23 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert all(c in out for c in CATEGORIES) and "overall" in out
     assert f"{12 * COMPOSITIONAL_SEEDS}" in out
+
+
+def test_padding_gets_no_attention_once_masked():
+    from minidiff.pipeline import Pipeline
+    from minidiff.schedule import make_schedule
+    from minidiff.shapes import vocabulary
+    from minidiff.text import TextEncoder, TextEncoderConfig, Tokenizer
+    from minidiff.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    tokenizer = Tokenizer(vocabulary())
+    encoder = TextEncoder(TextEncoderConfig(vocab_size=len(tokenizer), dim=16, layers=1, heads=2)).eval()
+    shares = {}
+    for masked in (False, True):
+        unet = UNet(UNetConfig(in_channels=3, base_channels=8, channel_mults=(1, 2), attention_levels=(0, 1),
+                               text_dim=16, heads=2, mask_padding=masked)).eval()
+        pipe = Pipeline(unet, encoder, tokenizer, make_schedule("cosine", 1000), None, resolution=16)
+        shares[masked] = padding_attention_share(pipe, "a red circle and a blue square", steps=2)
+    assert shares[True] == 0.0
+    assert 0.2 < shares[False] < 1.0  # 22 of 32 keys are padding, all zero rows: they still draw attention

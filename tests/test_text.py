@@ -162,9 +162,10 @@ def test_shipped_weights_are_small_and_encode_prompts(shipped):
 
 
 def test_shipped_weights_retrieve_held_out_scenes(shipped):
-    images, captions, _ = data.make_shapes(500, data.ShapesConfig(max_objects=1), seed=HELD_OUT_SEED)
+    full = {"kinds": {"position": 1.0}}  # captions that name everything: the exact scene is retrievable
+    images, captions, _ = data.make_shapes(500, data.ShapesConfig(max_objects=1, **full), seed=HELD_OUT_SEED)
     single = retrieval_accuracy(shipped, images, captions)
-    images, captions, _ = data.make_shapes(500, data.ShapesConfig(), seed=HELD_OUT_SEED + 1)
+    images, captions, _ = data.make_shapes(500, data.ShapesConfig(max_objects=2, **full), seed=HELD_OUT_SEED + 1)
     mixed = retrieval_accuracy(shipped, images, captions)
     assert min(single.values()) > MIN_SINGLE_RETRIEVAL, single
     assert min(mixed.values()) > MIN_MIXED_RETRIEVAL, mixed
