@@ -5,3 +5,7 @@ Layout: ``spec`` (what an exercise is), ``references`` (the answers, as adapters
 and nothing else), ``runner`` (one isolated process tree per submission), ``compare`` and ``grade``
 (judging what came back, in the parent), ``report``, ``check`` (the graders graded), ``command``.
 """
+
+from minidiff.grading.command import main
+
+__all__ = ["main"]

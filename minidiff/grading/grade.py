@@ -92,7 +92,7 @@ def judge_case(exercise: Exercise, case: Case, inputs: Inputs, record: Any) -> t
         message = case.check(inputs, record)
         return ("passed", "") if message is None else ("failed", f"{call}: {message}")
     got = _returned(record.get("value"))
-    expected = call_reference(exercise.reference, exercise, inputs)
+    expected = case.expected(inputs) if case.expected else call_reference(exercise.reference, exercise, inputs)
     found = problem(got, expected, case.tol, case.dtypes)
     if found is None:
         return "passed", ""

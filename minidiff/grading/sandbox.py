@@ -144,12 +144,15 @@ def _tripwire(name: str):
 
 
 def arm(forbidden: list[str]) -> None:
-    """Replace each forbidden torch object (dotted path) by a function that raises when used."""
+    """Replace each forbidden torch object (a dotted path from torch) by a function that raises when used."""
+    import torch
+
     for dotted in forbidden:
-        owner_path, name = dotted.rsplit(".", 1)
-        owner = importlib.import_module(owner_path)
-        if hasattr(owner, name):
-            setattr(owner, name, _tripwire(dotted))
+        owner = torch
+        *path, name = dotted.split(".")[1:]
+        for part in path:
+            owner = getattr(owner, part)
+        setattr(owner, name, _tripwire(dotted))
 
 
 def _error(error: BaseException, source: str) -> str:

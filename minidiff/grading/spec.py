@@ -34,7 +34,8 @@ class Variant:
 class Case:
     """One graded check: inputs drawn by ``make(generator)``; the output compared with the reference's.
 
-    ``dtypes``: output dtypes that are right besides the reference's. ``check(inputs, record)``
+    ``dtypes``: output dtypes that are right besides the reference's. ``expected(inputs)``, when
+    given, is the answer instead of the reference's (a closed form). ``check(inputs, record)``
     replaces the comparison and returns a failure message, or None when the record is right.
     """
 
@@ -43,6 +44,7 @@ class Case:
     make: Callable[[torch.Generator], Inputs]
     tol: tuple[float, float] = FLOAT32_TOL
     dtypes: tuple[torch.dtype, ...] = ()
+    expected: Optional[Callable[[Inputs], Tensor]] = None
     check: Optional[Callable[[Inputs, dict], Optional[str]]] = None
 
 
