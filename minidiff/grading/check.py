@@ -27,6 +27,7 @@ CASE_LINE = re.compile(r'"""(ex\d\d) (full|caught|zero): (.+)')  # the first lin
 OUTCOMES = ("full", "caught", "zero")
 SUITE = Path(__file__).resolve().parents[2] / "tests" / "grading_cases"
 LINGER_S = 1.0  # how long to wait for a process left behind before looking for it
+CANARY = Path("/tmp/minidiff-grader-pwned")  # what the suite's pickle payload would create if the parent ran it
 
 
 def suite_cases(folder: Path = SUITE) -> list[tuple[Path, str, str, str]]:
@@ -126,6 +127,8 @@ def run_check(exercises: list[Exercise], folder: Path, seed: int, timeout: float
                                ok=ok))
     if fingerprint(protected) != before:
         failures.append("a submission changed the grader's files, the stubs or the suite on disk")
+    if CANARY.exists():
+        failures.append(f"{CANARY} exists: code from a submission ran in the grader's own process")
     left = leftover_processes()
     if left:
         failures.append(f"processes left behind by submissions: {left}")

@@ -10,13 +10,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from minidiff.grading import references as ref
-from minidiff.grading.compare import problem, same
+from minidiff.grading.compare import problem, same, wrong_samples
 from minidiff.grading.sandbox import materialise
 from minidiff.grading.spec import FLOAT32_TOL, T_STEPS, Case, Exercise, Inputs, Variant, noised, randint, randn
 
 MAX_PERIOD = 10_000  # Vaswani et al. 2017, sec. 3.5 (minidiff.layers.MAX_PERIOD)
 EMBEDDING_TOL = (1e-3, 1e-3)  # sin(t w) with t up to 999 in float32: argument round-off reaches ~1e-4
 T_SHIFT_HINT = "t runs from 0 to T - 1 and is used as is: don't add or subtract 1"
+T0_HINT = "at t = 0 noise is already added: xt = q_sample(x0, 0, noise) is not x0"
 LOSS_DTYPES = (torch.float64,)  # a loss computed in float64 (alpha_bar's dtype) is right too
 
 # ex04 --------------------------------------------------------------------------------------------
@@ -84,7 +85,10 @@ def _model_sees_xt(inputs: Inputs, record: dict) -> Optional[str]:
         return f"it passed the model xt at t - 1\n  hint: {T_SHIFT_HINT}"
     found = problem(xt, expected, FLOAT32_TOL, LOSS_DTYPES)
     if found is not None:
-        return f"the xt it passed to the model: {found[1]}"
+        wrong, right = wrong_samples(xt, expected, inputs["t"], FLOAT32_TOL)
+        t0 = bool(wrong) and bool(right) and all(inputs["t"][i] == 0 for i in wrong)
+        return f"the xt it passed to the model: {found[1]}" + (
+            f"\n  wrong only for the samples at t = 0\n  hint: {T0_HINT}" if t0 else "")
     if type(t) is not Tensor or t.shape != inputs["t"].shape or not torch.equal(t.long(), inputs["t"]):
         shown = t.tolist() if type(t) is Tensor else type(t).__name__
         return f"it passed the model t = {shown}; expected {inputs['t'].tolist()}\n  hint: {T_SHIFT_HINT}"
@@ -137,8 +141,7 @@ EX05 = Exercise(
                 "an eps-prediction model is trained to predict the noise: the target is `noise`, not x0"),
         Variant("no_noising", _loss_with("x0"), "the model must see the noisy xt = q_sample(x0, t, noise), not x0"),
         Variant("off_by_one", _loss_with("xt", shift=1), T_SHIFT_HINT),
-        Variant("no_noise_at_t0", _loss_with("xt", clean_t0=True),
-                "at t = 0 noise is already added: xt = q_sample(x0, 0, noise) is not x0"),
+        Variant("no_noise_at_t0", _loss_with("xt", clean_t0=True), T0_HINT),
         Variant("sum", _loss_with("xt", reduction="sum"),
                 "average the squared error over all elements (F.mse_loss's default), don't sum it"),
         Variant("detached", _loss_with("xt", detach=True)),

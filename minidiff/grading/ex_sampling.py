@@ -151,13 +151,13 @@ EX07 = Exercise(
     variants=(
         Variant("zeros", lambda xt, t, t_prev, eps_pred, alpha_bar: torch.zeros_like(xt), "you return zeros"),
         Variant("identity", lambda xt, t, t_prev, eps_pred, alpha_bar: xt, "you return xt unchanged"),
+        Variant("zero_is_clean", _ddim(zero_is_clean=True),
+                "t_prev = 0 is a real step with alpha_bar[0] < 1; only t_prev = -1 is the clean end"),
         Variant("returns_x0_pred", _ddim(x0_only=True),
                 "you return x0_pred: re-noise it to t_prev with sqrt(alpha_bar_prev) x0_pred + "
                 "sqrt(1 - alpha_bar_prev) eps_pred"),
         Variant("off_by_one", _ddim(shift=1), INDEX_HINT),
         Variant("no_clean_end", _ddim(clean_end=False), CLEAN_END_HINT),
-        Variant("zero_is_clean", _ddim(zero_is_clean=True),
-                "t_prev = 0 is a real step with alpha_bar[0] < 1; only t_prev = -1 is the clean end"),
         Variant("swapped", _ddim(swap=True),
                 "sqrt(alpha_bar_prev) multiplies x0_pred and sqrt(1 - alpha_bar_prev) the noise"),
         Variant("eps_sign", _ddim(eps_sign=-1.0),

@@ -35,6 +35,7 @@ TMP_BYTES = 16 * 2**20  # size of the child's private /tmp and /dev/shm
 NPROC = 32  # processes and threads of the child's own user id (torch starts a few threads)
 UID_BASE = 1_960_000_000  # child i runs as this + i: a user id no one else has (Linux allows up to 2**32 - 2)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+SHELL_SIGNAL = 128  # a POSIX shell reports a child killed by signal N as exit status 128 + N
 SANDBOX = Path(sandbox.__file__)
 
 
@@ -132,6 +133,18 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
+def _user_tasks() -> int:
+    """Processes and threads of this user now (RLIMIT_NPROC counts them all), or 0 without /proc."""
+    tasks = 0
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if entry.stat().st_uid == os.getuid():
+                tasks += len(os.listdir(entry / "task"))
+        except OSError:
+            continue
+    return tasks
+
+
 def _drain(stream: Any, keep: bytearray) -> None:
     """Read the child's output to its end, keeping the first OUTPUT_BYTES."""
     while chunk := stream.read(65536):
@@ -179,14 +192,15 @@ def run_child(job: dict[str, Any], inputs: list[dict], source: Path, workdir: Pa
     torch.save(inputs, here / "inputs.pt")
     uid = UID_BASE + index if mode == "namespaces" else None
     config = dict(job, uid=uid, binds=_binds(), hide=_hidden(), tmp_bytes=TMP_BYTES, memory_bytes=MEMORY_BYTES,
-                  cpu_s=int(timeout) + 1, nproc=NPROC if uid is not None else None, file_bytes=RESULTS_BYTES)
+                  cpu_s=int(timeout) + 1, nproc=NPROC + (0 if uid else _user_tasks()), file_bytes=RESULTS_BYTES)
     (here / "job.json").write_text(json.dumps(config))
     if uid is not None:
         os.chown(here / "out", uid, uid)
     command = [sys.executable, "-I", str(here / "sandbox.py")]
     cgroups = _Cgroups(f"minidiff-grade-{os.getpid()}-{index}") if uid is not None else None
     if uid is not None:
-        command = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--ipc", "--net"] + command
+        command = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--ipc", "--net",
+                   "/bin/sh", "-c", '"$@"; exit $?', "sh"] + command  # sh is the namespace's init, not Python
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LANG": "C.UTF-8"}
     start, output = time.monotonic(), bytearray()
     process = subprocess.Popen(command, cwd=here, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -214,11 +228,13 @@ def run_child(job: dict[str, Any], inputs: list[dict], source: Path, workdir: Pa
 
 
 def _how(code: int) -> str:
-    if code < 0:
+    """How a child ended, from its exit status: -N (killed by signal N) or, through the shell, 128 + N."""
+    number = -code if code < 0 else code - SHELL_SIGNAL if code > SHELL_SIGNAL else 0
+    if number:
         try:
-            return f"was killed by {signal.Signals(-code).name}"
+            return f"was killed by {signal.Signals(number).name}"
         except ValueError:
-            return f"was killed by signal {-code}"
+            return f"was killed by signal {number}"
     return f"ended with exit status {code}"
 
 
