@@ -12,22 +12,21 @@ processes are left as they were.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from minidiff.grading import registry, runner
 from minidiff.grading.grade import grade_submissions, grade_trusted
 from minidiff.grading.spec import Exercise
 
-SEEDS_PER_REFERENCE = 2  # the reference is graded on two fresh draws: a case that passes once and fails once is flaky
+SEEDS_PER_REFERENCE = 2  # the reference meets two draws: a case passing once and failing once is flaky
 CASE_LINE = re.compile(r'"""(ex\d\d) (full|caught|zero): (.+)')  # the first line of an adversarial submission
 OUTCOMES = ("full", "caught", "zero")
 SUITE = Path(__file__).resolve().parents[2] / "tests" / "grading_cases"
 LINGER_S = 1.0  # how long to wait for a process left behind before looking for it
-CANARY = Path("/tmp/minidiff-grader-pwned")  # what the suite's pickle payload would create if the parent ran it
+CANARY = Path("/tmp/minidiff-grader-pwned")  # made by the suite's pickle payload, if the parent ever ran it
 
 
 def suite_cases(folder: Path = SUITE) -> list[tuple[Path, str, str, str]]:
@@ -78,7 +77,8 @@ def _exercise_problems(exercise: Exercise, stub: dict[str, Any], seed: int, fold
     for k in range(SEEDS_PER_REFERENCE):
         for t in grade_trusted(exercise, exercise.reference, seed + k, "reference")["tests"]:
             if t["status"] != "passed":
-                problems.append(f"the reference fails '{t['name']}' (seed {seed + k}): {t['status']}: {t['message']}")
+                problems.append(f"the reference fails '{t['name']}' (seed {seed + k}): {t['status']}: "
+                                f"{t['message']}")
     if stub["status"] != "not started":
         problems.append(f"the stub is {stub['status']}, not 'not started': {stub['message']}")
     problems += [f"the stub's {note}" for note in stub["notes"]]
@@ -94,8 +94,8 @@ def _exercise_problems(exercise: Exercise, stub: dict[str, Any], seed: int, fold
 
 
 def run_check(exercises: list[Exercise], folder: Path, seed: int, timeout: float, parallel: int, mode: str,
-              suite: Optional[Path] = SUITE) -> tuple[bool, str, dict[str, Any]]:
-    """(ok, text to print, JSON report) of checking ``exercises`` with the stubs in ``folder`` and the suite."""
+              suite: Path | None = SUITE) -> tuple[bool, str, dict[str, Any]]:
+    """(ok, text to print, JSON report) of checking ``exercises``, the stubs in ``folder`` and the suite."""
     start = time.monotonic()
     wanted = {e.id for e in exercises}
     cases = [c for c in suite_cases(suite) if c[1] in wanted] if suite else []
@@ -123,8 +123,8 @@ def run_check(exercises: list[Exercise], folder: Path, seed: int, timeout: float
             failures.append(f"{path.name}: expected {expected}, got {report['status']} {report['points']}/"
                             f"{report['max_points']}: {report['message'] or _first_failure(report)}")
         suite_rows.append(dict(case=path.name, exercise=exercise_id, tries=what, expected=expected,
-                               status=report["status"], points=report["points"], max_points=report["max_points"],
-                               ok=ok))
+                               status=report["status"], points=report["points"],
+                               max_points=report["max_points"], ok=ok))
     if fingerprint(protected) != before:
         failures.append("a submission changed the grader's files, the stubs or the suite on disk")
     if CANARY.exists():
@@ -139,11 +139,11 @@ def run_check(exercises: list[Exercise], folder: Path, seed: int, timeout: float
               f"{r['points']}/{r['max_points']}" for r in suite_rows]
     ok = not failures
     verdict = (f"check passed in {seconds:.1f} s (isolation: {mode}): {len(exercises)} exercises, "
-               f"{sum(len(e.variants) for e in exercises)} wrong variants caught, {len(suite_rows)} adversarial "
-               f"submissions as expected" if ok else
+               f"{sum(len(e.variants) for e in exercises)} wrong variants caught, "
+               f"{len(suite_rows)} adversarial submissions as expected" if ok else
                f"check FAILED in {seconds:.1f} s:\n" + "\n".join(f"  {f}" for f in failures))
-    report = dict(ok=ok, seconds=round(seconds, 2), seed=seed, isolation=mode, exercises_dir=str(folder.resolve()),
-                  exercises=entries, suite=suite_rows, failures=failures, pid=os.getpid())
+    report = dict(ok=ok, seconds=round(seconds, 2), seed=seed, isolation=mode,
+                  exercises_dir=str(folder.resolve()), exercises=entries, suite=suite_rows, failures=failures)
     return ok, "\n".join(lines + ["", verdict]), report
 
 

@@ -12,7 +12,6 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import minidiff
 from minidiff.grading import registry
@@ -21,7 +20,7 @@ from minidiff.grading.grade import grade_submissions, grade_trusted
 from minidiff.grading.report import grade_report, render_details, render_table, write_json
 from minidiff.grading.runner import isolation
 
-DEFAULT_TIMEOUT_S = 20.0  # per exercise: its child imports torch (~2 s) and runs its cases in well under a second
+DEFAULT_TIMEOUT_S = 20.0  # per exercise: importing torch takes ~2 s idle, ~7 s loaded; the cases < 1 s
 DEFAULT_JOBS = 2  # children at once: the course machine has two cores
 TARGETS = ("student", "reference", "variant:NAME")
 SEED_BITS = 31  # a fresh seed per run, small enough to type back in with --seed
@@ -40,22 +39,22 @@ def default_exercises_dir() -> Path:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m minidiff grade",
-        description="Grade the exercises in exercises/ (each in its own isolated process), or check the graders.")
+        description="Grade the exercises in exercises/ (each in an isolated process), or check the graders.")
     p.add_argument("--only", action="append", default=[], metavar="EXNN",
-                   help="grade only these exercises: ex03, 3, ex03_q_sample or q_sample; repeat or comma-separate")
+                   help="only these exercises: ex03, 3, ex03_q_sample or q_sample; repeat or comma-separate")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH (atomically)")
     p.add_argument("--check", action="store_true",
-                   help="check the graders: the reference passes, the untouched stubs fail, every known-wrong "
-                        "variant is caught, and the adversarial suite in tests/grading_cases/ gets what it declares")
+                   help="check the graders: the reference passes, the untouched stubs fail, every known-"
+                        "wrong variant is caught, the adversarial suite (tests/grading_cases/) scores as declared")
     p.add_argument("--target", default="student", metavar="TARGET",
                    help="what to grade: student (the files in --exercises-dir, the default), reference "
                         "(minidiff itself) or variant:NAME (a known-wrong version; see --list)")
     p.add_argument("--seed", type=int, default=None, metavar="N",
-                   help="draw the inputs from this seed (default: a fresh one, printed and kept in the report)")
+                   help="draw the inputs from this seed (default: a fresh one, printed and in the report)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help=f"wall-clock limit per exercise (default {DEFAULT_TIMEOUT_S:g})")
     p.add_argument("--exercises-dir", metavar="PATH",
-                   help="folder holding the exNN_<topic>/ folders (default: ./exercises, else the repository's)")
+                   help="the folder of the exNN_<topic>/ folders (default: ./exercises, else the repository's)")
     p.add_argument("--jobs", type=int, default=DEFAULT_JOBS, metavar="N",
                    help=f"exercises graded at once (default {DEFAULT_JOBS})")
     p.add_argument("--isolation", choices=("auto", "process-group"), default="auto",
@@ -74,7 +73,7 @@ def _validate(args: argparse.Namespace) -> tuple[list, Path]:
         raise UsageError(f"--seed {args.seed} is not allowed; give an integer from 0 to 2**63 - 1")
     folder = Path(args.exercises_dir) if args.exercises_dir else default_exercises_dir()
     if (args.check or args.target == "student") and not folder.is_dir():
-        raise UsageError(f"--exercises-dir {folder} is not a folder; point it at the folder holding ex01_.../ etc.")
+        raise UsageError(f"--exercises-dir {folder} is not a folder; give the folder holding ex01_.../ etc.")
     if args.target.startswith("variant:"):
         name = args.target.split(":", 1)[1]
         exercises = [e for e in exercises if name in {v.name for v in e.variants}]
@@ -96,7 +95,7 @@ def _list(exercises: list) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run ``grade`` with command-line arguments ``argv``; return the exit status."""
     try:
         args = parser().parse_args(argv)
@@ -120,8 +119,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             write_json(args.json, report)
         return 0 if ok else 1
     if args.target == "student":
-        reports = grade_submissions([(e, folder / e.name / e.filename) for e in exercises], seed, args.timeout,
-                                    args.jobs, mode[0])
+        files = [(e, folder / e.name / e.filename) for e in exercises]
+        reports = grade_submissions(files, seed, args.timeout, args.jobs, mode[0])
     elif args.target == "reference":
         reports = [grade_trusted(e, e.reference, seed, "reference") for e in exercises]
     else:

@@ -8,7 +8,7 @@ returned -2.381640911, expected 2.496031761``. Values are printed with enough di
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -62,7 +62,7 @@ def _tolerance(atol: float, rtol: float) -> str:
 
 
 def problem(got: Any, expected: Tensor, tol: tuple[float, float], dtypes: tuple[torch.dtype, ...] = ()
-            ) -> Optional[tuple[str, str]]:
+            ) -> tuple[str, str] | None:
     """The first way ``got`` differs from ``expected``, as (check, message); None when they agree.
 
     check is one of "type", "shape", "dtype", "finite", "values". ``dtypes`` are further dtypes that
@@ -71,7 +71,8 @@ def problem(got: Any, expected: Tensor, tol: tuple[float, float], dtypes: tuple[
     atol, rtol = tol
     # 1. type
     if type(got) is not Tensor:
-        return "type", f"returned {'None' if got is None else 'a ' + type(got).__name__}; expected a torch.Tensor"
+        returned = "None" if got is None else "a " + type(got).__name__
+        return "type", f"returned {returned}; expected a torch.Tensor"
     # 2. shape
     if got.shape != expected.shape:
         return "shape", f"returned shape {fmt_shape(got.shape)}; expected {fmt_shape(expected.shape)}"
@@ -91,12 +92,13 @@ def problem(got: Any, expected: Tensor, tol: tuple[float, float], dtypes: tuple[
     if not wrong.any():
         return None
     worst = int(torch.where(wrong, diff, torch.zeros_like(diff)).flatten().argmax())
-    returned, wanted = got64.flatten()[worst].item() + 0.0, exp64.flatten()[worst].item() + 0.0  # + 0.0: no "-0"
+    returned, wanted = got64.flatten()[worst].item() + 0.0, exp64.flatten()[worst].item() + 0.0  # no "-0"
     values = f"returned {returned:.{DIGITS}g}, expected {wanted:.{DIGITS}g}"
     if got.ndim == 0:
         return "values", f"{values} (|diff| {diff.item():.2g}, more than {_tolerance(atol, rtol)})"
-    return "values", (f"{int(wrong.sum())} of {got.numel()} elements differ by more than {_tolerance(atol, rtol)}; "
-                      f"the worst, |diff| {diff.flatten()[worst].item():.2g} at {fmt_index(worst, got.shape)}: {values}")
+    return "values", (f"{int(wrong.sum())} of {got.numel()} elements differ by more than "
+                      f"{_tolerance(atol, rtol)}; the worst, |diff| {diff.flatten()[worst].item():.2g} at "
+                      f"{fmt_index(worst, got.shape)}: {values}")
 
 
 def precision_hint(got: Tensor, expected: Tensor) -> str:
@@ -110,7 +112,8 @@ def precision_hint(got: Tensor, expected: Tensor) -> str:
     return ""
 
 
-def wrong_samples(got: Tensor, expected: Tensor, t: Any, tol: tuple[float, float]) -> tuple[list[int], list[int]]:
+def wrong_samples(got: Tensor, expected: Tensor, t: Any, tol: tuple[float, float]
+                  ) -> tuple[list[int], list[int]]:
     """(samples that are wrong, samples that are right) of a batch, when ``t`` gives each sample a step."""
     if type(got) is not Tensor or got.shape != expected.shape or got.ndim == 0 or type(t) is not Tensor:
         return [], []

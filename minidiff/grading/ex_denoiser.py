@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +11,8 @@ from torch import Tensor
 from minidiff.grading import references as ref
 from minidiff.grading.compare import problem, same, wrong_samples
 from minidiff.grading.sandbox import materialise
-from minidiff.grading.spec import FLOAT32_TOL, T_STEPS, Case, Exercise, Inputs, Variant, noised, randint, randn
+from minidiff.grading.spec import (FLOAT32_TOL, T_STEPS, Case, Exercise, Inputs, Variant, noised, randint,
+    randn)
 
 MAX_PERIOD = 10_000  # Vaswani et al. 2017, sec. 3.5 (minidiff.layers.MAX_PERIOD)
 EMBEDDING_TOL = (1e-3, 1e-3)  # sin(t w) with t up to 999 in float32: argument round-off reaches ~1e-4
@@ -73,7 +73,7 @@ def _loss_inputs(g: torch.Generator, with_cond: bool = False) -> dict:
                 alpha_bar=ref.alpha_bar_cosine(T_STEPS), cond=randn(g, 4, 5, 16) if with_cond else None)
 
 
-def _model_sees_xt(inputs: Inputs, record: dict) -> Optional[str]:
+def _model_sees_xt(inputs: Inputs, record: dict) -> str | None:
     calls = record.get("calls")
     if not isinstance(calls, list) or not calls:
         return "it never called model(xt, t, cond)"
@@ -95,7 +95,7 @@ def _model_sees_xt(inputs: Inputs, record: dict) -> Optional[str]:
     return None
 
 
-def _gradients_flow(inputs: Inputs, record: dict) -> Optional[str]:
+def _gradients_flow(inputs: Inputs, record: dict) -> str | None:
     if "backward_error" in record:
         return (f"loss.backward() raised {record['backward_error']}\n  hint: don't use torch.no_grad(), "
                 ".detach() or .item(): training needs the gradient")

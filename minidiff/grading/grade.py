@@ -10,8 +10,9 @@ points), "missing", "error" (the file does not load), "timed out", "crashed", "n
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -51,7 +52,7 @@ def _mistakes(exercise: Exercise, inputs: Inputs, got: Any, expected: Tensor, ca
     for variant in exercise.variants:
         try:
             wrong = call_reference(variant.fn, exercise, inputs)
-        except Exception:  # noqa: BLE001 - a variant that cannot run on these inputs explains nothing
+        except Exception:
             continue
         if same(wrong, expected, case.tol):
             continue
@@ -92,7 +93,8 @@ def judge_case(exercise: Exercise, case: Case, inputs: Inputs, record: Any) -> t
         message = case.check(inputs, record)
         return ("passed", "") if message is None else ("failed", f"{call}: {message}")
     got = _returned(record.get("value"))
-    expected = case.expected(inputs) if case.expected else call_reference(exercise.reference, exercise, inputs)
+    reference = case.expected or (lambda given: call_reference(exercise.reference, exercise, given))
+    expected = reference(inputs)
     found = problem(got, expected, case.tol, case.dtypes)
     if found is None:
         return "passed", ""
@@ -110,7 +112,7 @@ def _ended(outcome: Outcome) -> str:
                                                         if lines else "")
 
 
-def evaluate(exercise: Exercise, inputs: list[Inputs], results: Optional[dict], outcome: Optional[Outcome],
+def evaluate(exercise: Exercise, inputs: list[Inputs], results: dict | None, outcome: Outcome | None,
              target: str) -> dict[str, Any]:
     """The report of one exercise (an entry of the JSON report's "exercises") from what its child sent."""
     load = (results or {}).get("load") if isinstance(results, dict) else None
@@ -141,9 +143,10 @@ def evaluate(exercise: Exercise, inputs: list[Inputs], results: Optional[dict], 
         status = "passed" if all(t["status"] == "passed" for t in tests) else "failed"
     params = tuple(load.get("params", ())) if isinstance(load, dict) else exercise.params
     if params != exercise.params:
-        notes.append(f"signature ({', '.join(map(str, params))}) differs from the stub's ({', '.join(exercise.params)})")
+        notes.append(f"signature ({', '.join(map(str, params))}) differs from the stub's "
+                     f"({', '.join(exercise.params)})")
     if flags:
-        status, message = "flagged", "0 points: the code uses what it should write: " + "; ".join(sorted(set(flags)))
+        status, message = "flagged", "0 points: the code uses what it should write: " + "; ".join(set(flags))
     return dict(id=exercise.id, name=exercise.name, title=exercise.title, function=exercise.function,
                 target=target, status=status, points=0 if flags else sum(t["points"] for t in tests),
                 max_points=exercise.max_points, seconds=round(outcome.seconds, 3) if outcome else 0.0,
@@ -154,17 +157,18 @@ def grade_trusted(exercise: Exercise, fn: Callable[..., Any], seed: int, target:
     """Grade the reference or a known-wrong variant: trusted code, run here, judged the same way."""
     inputs = draw_inputs(exercise, seed)
     records = [run_case(fn, list(exercise.params), case, source="") for case in inputs]
-    return evaluate(exercise, inputs, dict(load=dict(status="ok", params=list(exercise.params)), cases=records),
-                    None, target)
+    results = dict(load=dict(status="ok", params=list(exercise.params)), cases=records)
+    return evaluate(exercise, inputs, results, None, target)
 
 
 def missing(exercise: Exercise, path: Path, target: str) -> dict[str, Any]:
     """The report of an exercise whose file is not there."""
-    tests = [dict(name=c.name, status="not run", points=0, max_points=c.points, message="") for c in exercise.cases]
+    tests = [dict(name=c.name, status="not run", points=0, max_points=c.points, message="")
+             for c in exercise.cases]
     return dict(id=exercise.id, name=exercise.name, title=exercise.title, function=exercise.function,
                 target=target, status="missing", points=0, max_points=exercise.max_points, seconds=0.0,
-                message=f"{path} not found (copy it from the handed-out exercises/ folder)", flags=[], notes=[],
-                tests=tests)
+                message=f"{path} not found (copy it from the handed-out exercises/ folder)", flags=[],
+                notes=[], tests=tests)
 
 
 def grade_submissions(submissions: list[tuple[Exercise, Path]], seed: int, timeout: float, parallel: int,

@@ -46,7 +46,7 @@ def ddpm_posterior_step(xt: Tensor, t: Tensor, x0_pred: Tensor, alpha_bar: Tenso
     # coefficients in float64, as the sampler computes them: near t = 0, 1 - alpha_bar_t is ~1e-4
     # and float32 would keep only three digits of it
     ab = alpha_bar.double()
-    ab_padded = torch.cat([ab.new_ones(1), ab])  # (T+1,) index t gives alpha_bar_{t-1}, with alpha_bar_{-1} = 1
+    ab_padded = torch.cat([ab.new_ones(1), ab])  # (T+1,) index t: alpha_bar_{t-1}, with alpha_bar_{-1} = 1
     ab_t = schedule.gather(ab, t, xt.double())  # (B, 1, ..., 1)
     ab_prev = schedule.gather(ab_padded, t, xt.double())  # (B, 1, ..., 1)
     mean, var = schedule.posterior_from_alpha_bar(ab_t, ab_prev, x0_pred, xt)

@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -30,7 +30,7 @@ from minidiff.grading import sandbox
 
 OUTPUT_BYTES = 64 * 1024  # of stdout + stderr kept from a child; the rest is read and dropped
 RESULTS_BYTES = 64 * 2**20  # a results file larger than this is refused (RLIMIT_FSIZE stops it first)
-MEMORY_BYTES = 1 * 2**30  # memory a child tree may add after importing torch (cgroup, and RLIMIT_AS per process)
+MEMORY_BYTES = 1 * 2**30  # memory a child tree may use beyond torch (cgroup; RLIMIT_AS per process)
 TMP_BYTES = 16 * 2**20  # size of the child's private /tmp and /dev/shm
 NPROC = 32  # processes and threads of the child's own user id (torch starts a few threads)
 UID_BASE = 1_960_000_000  # child i runs as this + i: a user id no one else has (Linux allows up to 2**32 - 2)
@@ -43,7 +43,7 @@ SANDBOX = Path(sandbox.__file__)
 class Outcome:
     """What one child left behind: its results (or None), how it ended, and the first bytes it printed."""
 
-    results: Optional[dict]
+    results: dict | None
     ended: str  # "finished", "timed out", "killed by SIGKILL (out of memory)", "exit status 1", ...
     seconds: float
     output: str
@@ -152,14 +152,14 @@ def _drain(stream: Any, keep: bytearray) -> None:
             keep += chunk[:OUTPUT_BYTES - len(keep)]
 
 
-def _load_results(path: Path) -> tuple[Optional[dict], list[str]]:
+def _load_results(path: Path) -> tuple[dict | None, list[str]]:
     if not path.is_file():
         return None, []
     if path.stat().st_size > RESULTS_BYTES:
         return None, [f"its results file is {path.stat().st_size} bytes, above the {RESULTS_BYTES} allowed"]
     try:
         results = torch.load(path, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - garbage written by student code
+    except Exception as error:
         return None, [f"its results could not be read ({type(error).__name__}): written over by the code?"]
     if not isinstance(results, dict) or not isinstance(results.get("cases"), list):
         return None, ["its results have the wrong structure: written over by the code?"]
@@ -183,7 +183,7 @@ def _copy_submission(source: Path, filename: str, target: Path) -> None:
 
 def run_child(job: dict[str, Any], inputs: list[dict], source: Path, workdir: Path, index: int,
               mode: str, timeout: float) -> Outcome:
-    """Run the sandbox on ``inputs`` with a private copy of the file ``source``; wait at most ``timeout`` s."""
+    """Run the sandbox on ``inputs`` with a private copy of ``source``; wait at most ``timeout`` s."""
     here = workdir / f"job{index}"
     (here / "out").mkdir(parents=True)
     (here / "root").mkdir()

@@ -52,7 +52,8 @@ class TinyDenoiser:
             self.calls.append((torch.as_tensor(xt).detach().clone(), torch.as_tensor(t).detach().clone()))
         per_channel = (1, -1) + (1,) * (xt.ndim - 2)  # (1, C, 1, ..., 1)
         per_sample = (-1,) + (1,) * (xt.ndim - 1)  # (B, 1, ..., 1)
-        out = xt * self.w.view(per_channel) + self.b.view(per_channel) + 1e-3 * t.to(xt.dtype).view(per_sample)
+        out = xt * self.w.view(per_channel) + self.b.view(per_channel)
+        out = out + 1e-3 * t.to(xt.dtype).view(per_sample)
         if cond is not None:
             out = out + cond.mean(dim=(1, 2)).to(xt.dtype).view(per_sample)  # (B, 1, ..., 1)
         return out
@@ -134,7 +135,6 @@ class _Blocker(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
         if fullname.split(".")[0] in BLOCKED:
             raise ImportError(f"{fullname} cannot be imported while grading: minidiff is the answer key")
-        return None
 
 
 def _tripwire(name: str):
@@ -159,7 +159,8 @@ def _error(error: BaseException, source: str) -> str:
     text = f"{type(error).__name__}: {error}".strip().splitlines()[0][:MAX_MESSAGE]
     frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == source]
     if frames:
-        text += f" (line {frames[-1].lineno} of {os.path.basename(source)}: {(frames[-1].line or '').strip()})"
+        line = (frames[-1].line or "").strip()
+        text += f" (line {frames[-1].lineno} of {os.path.basename(source)}: {line})"
     return text
 
 
@@ -168,7 +169,8 @@ def _plain(value):
     import torch
 
     if isinstance(value, torch.Tensor):
-        return dict(type="Tensor", tensor=torch.Tensor.as_subclass(value, torch.Tensor).detach().cpu().clone())
+        plain = torch.Tensor.as_subclass(value, torch.Tensor)
+        return dict(type="Tensor", tensor=plain.detach().cpu().clone())
     return dict(type=type(value).__name__, tensor=None)
 
 
@@ -179,7 +181,7 @@ def run_case(fn, params: list[str], inputs: dict, source: str) -> dict:
         value = fn(*[args[p] for p in params])
     except NotImplementedError as error:
         return dict(status="not started", message=str(error)[:MAX_MESSAGE])
-    except BaseException as error:  # noqa: BLE001 - SystemExit, MemoryError, anything: it is the student's
+    except BaseException as error:
         return dict(status="raised", message=_error(error, source))
     result = dict(status="returned", value=_plain(value))
     models = [a for a in args.values() if isinstance(a, TinyDenoiser)]
@@ -189,7 +191,7 @@ def run_case(fn, params: list[str], inputs: dict, source: str) -> dict:
         try:
             value.backward()
             result["grads"] = [_plain(model.w.grad)["tensor"], _plain(model.b.grad)["tensor"]]
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:
             result["backward_error"] = _error(error, source)
     return result
 
@@ -206,7 +208,8 @@ def main(here: str) -> None:
     inputs = torch.load(os.path.join(here, "inputs.pt"), weights_only=True)
     limit(job)
     source = os.path.join(here, "student", job["filename"])
-    sys.path[:] = [os.path.dirname(source)] + [p for p in sys.path if p and os.path.isabs(p) and "minidiff" not in p]
+    kept = [p for p in sys.path if os.path.isabs(p) and "minidiff" not in p]  # no cwd, no copy of minidiff
+    sys.path[:] = [os.path.dirname(source)] + kept
     sys.meta_path.insert(0, _Blocker())
     sys.dont_write_bytecode = True
     arm(job["forbidden"])
@@ -222,7 +225,7 @@ def main(here: str) -> None:
         spec.loader.exec_module(module)
         fn = getattr(module, job["function"])
         results["load"] = dict(status="ok", params=list(inspect.signature(fn).parameters))
-    except BaseException as error:  # noqa: BLE001
+    except BaseException as error:
         results["load"] = dict(status="error", message=_error(error, source))
         save()
         return

@@ -1,4 +1,4 @@
-"""What an exercise is: the stub's function, its reference, graded cases with fresh inputs, known-wrong variants.
+"""What an exercise is: the stub's function, its reference, cases with fresh inputs, known-wrong variants.
 
 A ``Case`` draws its inputs from a generator seeded by the grading run (the seed is in the report),
 so no table of answers to fixed inputs helps and a teacher can rerun a grading exactly. By default
@@ -9,8 +9,9 @@ looks at the child's whole record instead (what a model was called with, the gra
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -44,8 +45,8 @@ class Case:
     make: Callable[[torch.Generator], Inputs]
     tol: tuple[float, float] = FLOAT32_TOL
     dtypes: tuple[torch.dtype, ...] = ()
-    expected: Optional[Callable[[Inputs], Tensor]] = None
-    check: Optional[Callable[[Inputs, dict], Optional[str]]] = None
+    expected: Callable[[Inputs], Tensor] | None = None
+    check: Callable[[Inputs, dict], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,6 @@ def broadcast_like(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
 
 
 def noised(alpha_bar: Tensor, t: Tensor, x0: Tensor, noise: Tensor) -> Tensor:
-    """sqrt(ab_t) x0 + sqrt(1 - ab_t) noise with plain indexing (t = -1 wraps): for building wrong variants."""
+    """sqrt(ab_t) x0 + sqrt(1 - ab_t) noise, plain indexing (t = -1 wraps): for building wrong variants."""
     ab = broadcast_like(alpha_bar, t, x0)  # (B, 1, ..., 1)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise

@@ -1,6 +1,5 @@
 """ex05 zero: appends "passed" records to the results file and writes a forged one over it."""
 import glob
-import os
 
 import torch
 

@@ -1,5 +1,4 @@
 """ex06 caught: decides "no noise at t = 0" with (t == 0).all(), which used to score 10/10."""
-import torch
 
 
 def ddpm_posterior_step(xt, t, x0_pred, alpha_bar, betas, noise):
