@@ -4,16 +4,19 @@ On Linux as root, each child gets fresh PID, mount, IPC and network namespaces (
 util-linux), a memory and a process cgroup, and a user id of its own: it can see and signal nothing
 outside its tree, and the tree ends with it (``--kill-child``). Elsewhere it falls back to a process
 group and rlimits, and every report says which isolation was used. The parent reads at most
-``OUTPUT_BYTES`` of what the child prints and loads its results with ``torch.load(weights_only=True)``.
+``OUTPUT_BYTES`` of what the child prints, and loads its results, sent down a pipe, with
+``torch.load(weights_only=True)``: nothing a submission sends is ever run.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import signal
 import site
+import struct
 import subprocess
 import sys
 import tempfile
@@ -29,7 +32,8 @@ import torch
 from minidiff.grading import sandbox
 
 OUTPUT_BYTES = 64 * 1024  # of stdout + stderr kept from a child; the rest is read and dropped
-RESULTS_BYTES = 64 * 2**20  # a results file larger than this is refused (RLIMIT_FSIZE stops it first)
+RESULTS_BYTES = 64 * 2**20  # results beyond this many bytes are refused; also the child's RLIMIT_FSIZE
+READ_GRACE_S = 5.0  # how long to wait for the pipes to close once the child's tree is gone
 MEMORY_BYTES = 1 * 2**30  # memory a child tree may use beyond torch (cgroup; RLIMIT_AS per process)
 TMP_BYTES = 16 * 2**20  # size of the child's private /tmp and /dev/shm
 NPROC = 32  # processes and threads of the child's own user id (torch starts a few threads)
@@ -145,25 +149,31 @@ def _user_tasks() -> int:
     return tasks
 
 
-def _drain(stream: Any, keep: bytearray) -> None:
-    """Read the child's output to its end, keeping the first OUTPUT_BYTES."""
-    while chunk := stream.read(65536):
-        if len(keep) < OUTPUT_BYTES:
-            keep += chunk[:OUTPUT_BYTES - len(keep)]
+def _drain(fd: int, keep: bytearray, limit: int) -> None:
+    """Read a pipe to its end, keeping its first ``limit`` bytes and dropping the rest."""
+    while chunk := os.read(fd, 1 << 16):
+        if len(keep) < limit:
+            keep += chunk[:limit - len(keep)]
+    os.close(fd)
 
 
-def _load_results(path: Path) -> tuple[dict | None, list[str]]:
-    if not path.is_file():
-        return None, []
-    if path.stat().st_size > RESULTS_BYTES:
-        return None, [f"its results file is {path.stat().st_size} bytes, above the {RESULTS_BYTES} allowed"]
-    try:
-        results = torch.load(path, weights_only=True)
-    except Exception as error:
-        return None, [f"its results could not be read ({type(error).__name__}): written over by the code?"]
-    if not isinstance(results, dict) or not isinstance(results.get("cases"), list):
-        return None, ["its results have the wrong structure: written over by the code?"]
-    return results, []
+def _read_results(data: bytes) -> tuple[Optional[dict], list[str]]:
+    """The child's frames (a load record, then one per case) as {"load", "cases"}; problems found on the way."""
+    records, offset, header = [], 0, struct.calcsize(sandbox.FRAME_HEADER)
+    while offset + header <= len(data):
+        (size,) = struct.unpack_from(sandbox.FRAME_HEADER, data, offset)
+        frame = data[offset + header:offset + header + size]
+        try:
+            if len(frame) < size:
+                raise ValueError("cut short")
+            records.append(torch.load(io.BytesIO(frame), weights_only=True))
+        except Exception as error:  # noqa: BLE001 - garbage written into the pipe by student code
+            problem = f"its results could not be read after record {len(records)} ({type(error).__name__})"
+            return (dict(load=records[0], cases=records[1:]) if records else None), [problem]
+        offset += header + size
+    if len(data) >= RESULTS_BYTES:
+        return None, [f"it sent more than {RESULTS_BYTES} bytes of results"]
+    return (dict(load=records[0], cases=records[1:]) if records else None), []
 
 
 def _copy_submission(source: Path, filename: str, target: Path) -> None:
@@ -185,29 +195,31 @@ def run_child(job: dict[str, Any], inputs: list[dict], source: Path, workdir: Pa
               mode: str, timeout: float) -> Outcome:
     """Run the sandbox on ``inputs`` with a private copy of ``source``; wait at most ``timeout`` s."""
     here = workdir / f"job{index}"
-    (here / "out").mkdir(parents=True)
-    (here / "root").mkdir()
+    (here / "root").mkdir(parents=True)
     _copy_submission(source, job["filename"], here / "student")
     shutil.copy(SANDBOX, here / "sandbox.py")
     torch.save(inputs, here / "inputs.pt")
     uid = UID_BASE + index if mode == "namespaces" else None
     config = dict(job, uid=uid, binds=_binds(), hide=_hidden(), tmp_bytes=TMP_BYTES, memory_bytes=MEMORY_BYTES,
                   cpu_s=int(timeout) + 1, nproc=NPROC + (0 if uid else _user_tasks()), file_bytes=RESULTS_BYTES)
-    (here / "job.json").write_text(json.dumps(config))
-    if uid is not None:
-        os.chown(here / "out", uid, uid)
+    results_read, results_write = os.pipe()
+    (here / "job.json").write_text(json.dumps(dict(config, results_fd=results_write)))
     command = [sys.executable, "-I", str(here / "sandbox.py")]
     cgroups = _Cgroups(f"minidiff-grade-{os.getpid()}-{index}") if uid is not None else None
     if uid is not None:
         command = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--ipc", "--net",
                    "/bin/sh", "-c", '"$@"; exit $?', "sh"] + command  # sh is the namespace's init, not Python
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LANG": "C.UTF-8"}
-    start, output = time.monotonic(), bytearray()
+    start, output, results = time.monotonic(), bytearray(), bytearray()
     process = subprocess.Popen(command, cwd=here, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True,
+                               stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(results_write,),
                                preexec_fn=cgroups.enter if cgroups else None)
-    reader = threading.Thread(target=_drain, args=(process.stdout, output), daemon=True)
-    reader.start()
+    os.close(results_write)
+    readers = [threading.Thread(target=_drain, args=(fd, keep, limit), daemon=True) for fd, keep, limit in
+               ((os.dup(process.stdout.fileno()), output, OUTPUT_BYTES), (results_read, results, RESULTS_BYTES))]
+    process.stdout.close()
+    for reader in readers:
+        reader.start()
     try:
         process.wait(timeout)
         ended = "finished" if process.returncode == 0 else _how(process.returncode)
@@ -221,10 +233,11 @@ def run_child(job: dict[str, Any], inputs: list[dict], source: Path, workdir: Pa
         cgroups.kill_and_remove()
         if oom and ended != "finished":
             ended = f"was killed for using more than {MEMORY_BYTES // 2**20} MiB of memory"
-    reader.join(5)
-    results, problems = _load_results(here / "out" / "results.pt")
-    text = output.decode("utf-8", errors="replace")
-    return Outcome(results, ended, time.monotonic() - start, text, problems)
+    for reader in readers:
+        reader.join(READ_GRACE_S)
+    records, problems = _read_results(bytes(results))
+    text = "".join(c if c.isprintable() or c in "\n\t" else "?" for c in output.decode("utf-8", errors="replace"))
+    return Outcome(records, ended, time.monotonic() - start, text, problems)
 
 
 def _how(code: int) -> str:

@@ -3,7 +3,8 @@
 This file is copied into the exercise's private folder and run there as a script (``python -I
 sandbox.py``); it imports only the standard library and torch, never minidiff. It knows nothing
 about answers: it reads ``job.json`` and ``inputs.pt``, calls the student's function on each case,
-and writes plain tensors to ``out/results.pt`` after every case. The parent decides what they are worth.
+and sends each case's record (plain tensors and strings) down the pipe ``job["results_fd"]`` as a
+length-prefixed ``torch.save`` frame. The parent decides what they are worth.
 
 Order of work (each step before any student code runs):
 1. as root inside fresh PID, mount, IPC and network namespaces: build a minimal root (the OS, the
@@ -20,9 +21,11 @@ import ctypes
 import importlib.abc
 import importlib.util
 import inspect
+import io
 import json
 import os
 import resource
+import struct
 import sys
 import traceback
 
@@ -30,6 +33,7 @@ BLOCKED = ("minidiff",)  # packages student code may not import: the answer key 
 FORBIDDEN_MARK = "FORBIDDEN:"  # prefix of the error a tripwire raises; the parent flags the exercise on it
 MAX_MESSAGE = 300  # characters of an exception message that are sent back
 MAX_CALLS = 4  # model calls recorded per case (ex05)
+FRAME_HEADER = "<Q"  # each record on the results pipe: its length as 8 little-endian bytes, then its bytes
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384  # <sys/mount.h>
 PR_SET_NO_NEW_PRIVS = 38  # <linux/prctl.h>: no setuid binary can give root back
 
@@ -110,6 +114,7 @@ def jail(job: dict, here: str) -> None:
     _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV)
     os.makedirs(root + "/job", exist_ok=True)
     _mount(here, root + "/job", flags=MS_BIND)
+    _mount(None, root + "/job", flags=MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chroot(root)
     os.chdir("/job")
     os.setgroups([])
@@ -213,26 +218,24 @@ def main(here: str) -> None:
     sys.meta_path.insert(0, _Blocker())
     sys.dont_write_bytecode = True
     arm(job["forbidden"])
-    results: dict = dict(load=None, cases=[])
+    pipe = os.fdopen(job["results_fd"], "wb", buffering=0)
 
-    def save() -> None:
-        torch.save(results, os.path.join(here, "out", "results.tmp"))
-        os.replace(os.path.join(here, "out", "results.tmp"), os.path.join(here, "out", "results.pt"))
+    def send(record: dict) -> None:
+        frame = io.BytesIO()
+        torch.save(record, frame)
+        pipe.write(struct.pack(FRAME_HEADER, frame.tell()) + frame.getvalue())
 
     try:
         spec = importlib.util.spec_from_file_location("submission", source)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         fn = getattr(module, job["function"])
-        results["load"] = dict(status="ok", params=list(inspect.signature(fn).parameters))
-    except BaseException as error:
-        results["load"] = dict(status="error", message=_error(error, source))
-        save()
+        send(dict(status="ok", params=list(inspect.signature(fn).parameters)))
+    except BaseException as error:  # noqa: BLE001
+        send(dict(status="error", message=_error(error, source)))
         return
-    save()
     for case in inputs:
-        results["cases"].append(run_case(fn, job["params"], case, source))
-        save()
+        send(run_case(fn, job["params"], case, source))
 
 
 if __name__ == "__main__":
