@@ -45,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH (atomically)")
     p.add_argument("--check", action="store_true",
                    help="check the graders: the reference passes, the untouched stubs fail, every known-"
-                        "wrong variant is caught, the adversarial suite (tests/grading_cases/) scores as declared")
+                        "wrong variant is caught, and the adversarial suite (tests/grading_cases/) scores as "
+                        "declared")
     p.add_argument("--target", default="student", metavar="TARGET",
                    help="what to grade: student (the files in --exercises-dir, the default), reference "
                         "(minidiff itself) or variant:NAME (a known-wrong version; see --list)")
@@ -54,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help=f"wall-clock limit per exercise (default {DEFAULT_TIMEOUT_S:g})")
     p.add_argument("--exercises-dir", metavar="PATH",
-                   help="the folder of the exNN_<topic>/ folders (default: ./exercises, else the repository's)")
+                   help="the folder of the exNN_<topic>/ folders (default: ./exercises, else the repo's)")
     p.add_argument("--jobs", type=int, default=DEFAULT_JOBS, metavar="N",
                    help=f"exercises graded at once (default {DEFAULT_JOBS})")
     p.add_argument("--isolation", choices=("auto", "process-group"), default="auto",

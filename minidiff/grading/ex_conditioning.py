@@ -31,14 +31,17 @@ EX08 = Exercise(
     cases=(
         Case("a random guidance_scale in [1.5, 10) on images (4, 3, 8, 8)", 3,
              lambda g: _cfg_inputs(g, (4, 3, 8, 8), uniform(g, 1.5, 10.0))),
-        Case("guidance_scale = 0 gives the unconditional prediction", 2, lambda g: _cfg_inputs(g, (2, 3, 4, 4), 0.0)),
-        Case("guidance_scale = 1 gives the conditional prediction", 2, lambda g: _cfg_inputs(g, (2, 3, 4, 4), 1.0)),
+        Case("guidance_scale = 0 gives the unconditional prediction", 2,
+             lambda g: _cfg_inputs(g, (2, 3, 4, 4), 0.0)),
+        Case("guidance_scale = 1 gives the conditional prediction", 2,
+             lambda g: _cfg_inputs(g, (2, 3, 4, 4), 1.0)),
         Case("a random guidance_scale in (0, 1) on 2-D points (5, 2)", 2,
              lambda g: _cfg_inputs(g, (5, 2), uniform(g, 0.05, 0.95))),
         Case("batch size 1", 1, lambda g: _cfg_inputs(g, (1, 3, 4, 4), uniform(g, 1.5, 10.0))),
     ),
     variants=(
-        Variant("zeros", lambda eps_uncond, eps_cond, guidance_scale: torch.zeros_like(eps_cond), "you return zeros"),
+        Variant("zeros", lambda eps_uncond, eps_cond, guidance_scale: torch.zeros_like(eps_cond),
+                "you return zeros"),
         Variant("returns_cond", lambda eps_uncond, eps_cond, guidance_scale: eps_cond,
                 "you return eps_cond unchanged: guidance extrapolates away from eps_uncond"),
         Variant("sign_flipped", lambda eps_uncond, eps_cond, guidance_scale:
@@ -47,7 +50,8 @@ EX08 = Exercise(
                 eps_cond + guidance_scale * (eps_uncond - eps_cond), SIGN_HINT),
         Variant("w_plus_one", lambda eps_uncond, eps_cond, guidance_scale:
                 eps_uncond + (guidance_scale + 1) * (eps_cond - eps_uncond),
-                "minidiff's guidance_scale is the weight w in eps_uncond + w * (eps_cond - eps_uncond), so that "
+                "minidiff's guidance_scale is the weight w in eps_uncond + w * (eps_cond - eps_uncond), so "
+                "that "
                 "w = 1 means no guidance (Stable Diffusion's convention), not Ho & Salimans' w + 1"),
         Variant("average", lambda eps_uncond, eps_cond, guidance_scale: (eps_uncond + eps_cond) / 2,
                 "use guidance_scale: eps_uncond + guidance_scale * (eps_cond - eps_uncond)"),
@@ -89,7 +93,8 @@ EX09 = Exercise(
              lambda g: _clip_inputs(g, 8, 16, CLIP_TEMPERATURE), dtypes=LOSS_DTYPES),
         Case("matching pairs at logit_scale = log(5): a smaller loss", 3,
              lambda g: _clip_inputs(g, 6, 16, MATCHED_TEMPERATURE, matched=True), dtypes=LOSS_DTYPES),
-        Case("logit_scale = 0, i.e. temperature 1", 2, lambda g: _clip_inputs(g, 5, 4, 1.0), dtypes=LOSS_DTYPES),
+        Case("logit_scale = 0, i.e. temperature 1", 2,
+             lambda g: _clip_inputs(g, 5, 4, 1.0), dtypes=LOSS_DTYPES),
         Case("float64 embeddings give a float64 loss", 2,
              lambda g: _clip_inputs(g, 4, 8, CLIP_TEMPERATURE, dtype=torch.float64), tol=(1e-10, 1e-9)),
     ),
@@ -97,7 +102,8 @@ EX09 = Exercise(
         Variant("zeros", lambda img_emb, txt_emb, logit_scale: torch.zeros(()), "you return zero"),
         Variant("identity", lambda img_emb, txt_emb, logit_scale: img_emb, "return the scalar loss"),
         Variant("one_direction", _clip(directions="images"),
-                "average both directions: cross-entropy over the rows (image -> caption) and over the columns "
+                "average both directions: cross-entropy over the rows (image -> caption) and over the "
+                "columns "
                 "(caption -> image)"),
         Variant("no_exp", _clip(use_exp=False),
                 "logit_scale is the log of the inverse temperature: multiply the logits by exp(logit_scale)"),
@@ -128,7 +134,8 @@ def _attention(scale: str = "head", softmax_dim: int = -1, split_heads: bool = T
 
 def _attention_inputs(g: torch.Generator, batch: int, n: int, length: int, heads: int, dim: int = 8,
                       context_dim: int = 12, dtype: torch.dtype = torch.float32) -> dict:
-    return dict(x=randn(g, batch, n, dim, dtype=dtype), context=randn(g, batch, length, context_dim, dtype=dtype),
+    return dict(x=randn(g, batch, n, dim, dtype=dtype),
+                context=randn(g, batch, length, context_dim, dtype=dtype),
                 wq=randn(g, dim, dim, dtype=dtype) / math.sqrt(dim),
                 wk=randn(g, context_dim, dim, dtype=dtype) / math.sqrt(context_dim),
                 wv=randn(g, context_dim, dim, dtype=dtype) / math.sqrt(context_dim), heads=heads)
@@ -140,7 +147,8 @@ EX10 = Exercise(
     cases=(
         Case("one head: x (2, 16, 8), context (2, 5, 12)", 3, lambda g: _attention_inputs(g, 2, 16, 5, 1)),
         Case("two heads: x (2, 6, 8), context (2, 4, 12)", 3, lambda g: _attention_inputs(g, 2, 6, 4, 2)),
-        Case("a single context token: every query gets its value", 2, lambda g: _attention_inputs(g, 3, 4, 1, 2)),
+        Case("a single context token: every query gets its value", 2,
+             lambda g: _attention_inputs(g, 3, 4, 1, 2)),
         Case("batch size 1, four heads, float64", 2,
              lambda g: _attention_inputs(g, 1, 5, 3, 4, dtype=torch.float64), tol=(1e-10, 1e-9)),
     ),
@@ -163,9 +171,11 @@ EX10 = Exercise(
     error_hints=((r"cannot be multiplied|size mismatch",
                   "q = x @ wq (B, N, D), k = context @ wk and v = context @ wv (B, L, D); "
                   "scores q @ k.transpose(-1, -2) are (B, N, L)"),),
-    forbidden=("torch.nn.functional.scaled_dot_product_attention", "torch._C._nn.scaled_dot_product_attention",
+    forbidden=("torch.nn.functional.scaled_dot_product_attention",
+               "torch._C._nn.scaled_dot_product_attention",
                "torch.nn.MultiheadAttention", "torch.nn.modules.activation.MultiheadAttention",
-               "torch.nn.functional.multi_head_attention_forward", "torch.ops.aten.scaled_dot_product_attention",
+               "torch.nn.functional.multi_head_attention_forward",
+               "torch.ops.aten.scaled_dot_product_attention",
                "torch.ops.aten._scaled_dot_product_attention_math",
                "torch.ops.aten._scaled_dot_product_flash_attention_for_cpu"),
 )

@@ -45,14 +45,16 @@ EX04 = Exercise(
              lambda g: dict(t=torch.rand(3, generator=g) * T_STEPS, dim=8), EMBEDDING_TOL),
         Case("dim = 2: a single frequency", 2,
              lambda g: dict(t=torch.tensor([0] + randint(g, 1, 1000, 2)), dim=2), EMBEDDING_TOL),
-        Case("batch size 1 at t = T - 1, dim = 16", 2, lambda g: dict(t=torch.tensor([999]), dim=16), EMBEDDING_TOL),
+        Case("batch size 1 at t = T - 1, dim = 16", 2,
+             lambda g: dict(t=torch.tensor([999]), dim=16), EMBEDDING_TOL),
     ),
     variants=(
         Variant("zeros", lambda t, dim: torch.zeros(len(t), dim), "you return zeros"),
         Variant("identity", lambda t, dim: t.float()[:, None].expand(len(t), dim),
                 "you repeat t itself: embed it as sines and cosines of t times each frequency"),
         Variant("cos_first", lambda t, dim: _embedding(t, dim, order="cos_sin"),
-                "put the sines first: [sin(t w_0), ..., sin(t w_{half-1}), cos(t w_0), ..., cos(t w_{half-1})]"),
+                "put the sines first: [sin(t w_0), ..., sin(t w_{half-1}), cos(t w_0), ..., "
+                "cos(t w_{half-1})]"),
         Variant("interleaved", lambda t, dim: _embedding(t, dim, order="interleaved"),
                 "concatenate all sines, then all cosines; don't interleave them"),
         Variant("half_minus_one", lambda t, dim: _embedding(t, dim, shift=1),
@@ -112,8 +114,8 @@ def _gradients_flow(inputs: Inputs, record: dict) -> str | None:
     return None
 
 
-def _loss_with(pred_of: str, target_of: str = "noise", shift: int = 0, reduction: str = "mean", detach: bool = False,
-               pass_cond: bool = True, l1: bool = False, clean_t0: bool = False):
+def _loss_with(pred_of: str, target_of: str = "noise", shift: int = 0, reduction: str = "mean",
+               detach: bool = False, pass_cond: bool = True, l1: bool = False, clean_t0: bool = False):
     def variant(model, x0, t, noise, alpha_bar, cond=None):
         xt = noised(alpha_bar, (t - shift).clamp(min=0), x0, noise) if pred_of == "xt" else x0
         if clean_t0:
@@ -129,17 +131,22 @@ EX05 = Exercise(
     id="ex05", topic="training_loss", title="training loss", function="diffusion_loss",
     notebook="notebook 03 (the U-Net denoiser)", reference=ref.diffusion_loss,
     cases=(
-        Case("loss on images (4, 3, 8, 8), t = 0, two random steps, 999", 3, _loss_inputs, dtypes=LOSS_DTYPES),
+        Case("loss on images (4, 3, 8, 8), t = 0, two random steps, 999", 3,
+             _loss_inputs, dtypes=LOSS_DTYPES),
         Case("the model sees xt = q_sample(x0, t, noise) and t", 3, _loss_inputs, check=_model_sees_xt),
         Case("gradients reach the model's parameters", 2, _loss_inputs, check=_gradients_flow),
-        Case("cond is passed on to the model", 2, lambda g: _loss_inputs(g, with_cond=True), dtypes=LOSS_DTYPES),
+        Case("cond is passed on to the model", 2,
+             lambda g: _loss_inputs(g, with_cond=True), dtypes=LOSS_DTYPES),
     ),
     variants=(
-        Variant("zeros", lambda model, x0, t, noise, alpha_bar, cond=None: torch.zeros(()), "you return zero"),
-        Variant("identity", lambda model, x0, t, noise, alpha_bar, cond=None: x0, "return the scalar loss, not x0"),
+        Variant("zeros", lambda model, x0, t, noise, alpha_bar, cond=None: torch.zeros(()),
+                "you return zero"),
+        Variant("identity", lambda model, x0, t, noise, alpha_bar, cond=None: x0,
+                "return the scalar loss, not x0"),
         Variant("target_x0", _loss_with("xt", target_of="x0"),
                 "an eps-prediction model is trained to predict the noise: the target is `noise`, not x0"),
-        Variant("no_noising", _loss_with("x0"), "the model must see the noisy xt = q_sample(x0, t, noise), not x0"),
+        Variant("no_noising", _loss_with("x0"),
+                "the model must see the noisy xt = q_sample(x0, t, noise), not x0"),
         Variant("off_by_one", _loss_with("xt", shift=1), T_SHIFT_HINT),
         Variant("no_noise_at_t0", _loss_with("xt", clean_t0=True), T0_HINT),
         Variant("sum", _loss_with("xt", reduction="sum"),

@@ -30,7 +30,8 @@ def _ddpm_inputs(g: torch.Generator, shape: tuple[int, ...], t: list[int], sched
 
 def _posterior(t_shift: int = 0, clean_end: bool = True, variance: str = "posterior", add_noise: bool = True,
                swap: bool = False, dtype: torch.dtype = torch.float64, batch_t0: bool = False):
-    def variant(xt: Tensor, t: Tensor, x0_pred: Tensor, alpha_bar: Tensor, betas: Tensor, noise: Tensor) -> Tensor:
+    def variant(xt: Tensor, t: Tensor, x0_pred: Tensor, alpha_bar: Tensor, betas: Tensor,
+                noise: Tensor) -> Tensor:
         if batch_t0 and bool((t == 0).all()):
             return x0_pred
         ts, like = (t - t_shift).clamp(min=0), xt.to(dtype)
@@ -49,7 +50,8 @@ def _posterior(t_shift: int = 0, clean_end: bool = True, variance: str = "poster
 
 
 EX06 = Exercise(
-    id="ex06", topic="ddpm_step", title="DDPM posterior step", function="ddpm_posterior_step", notebook=NOTEBOOK,
+    id="ex06", topic="ddpm_step", title="DDPM posterior step", function="ddpm_posterior_step",
+    notebook=NOTEBOOK,
     reference=ref.ddpm_posterior_step,
     cases=(
         Case("images (4, 3, 8, 8), t = 0, 1, a random step and 999 in one batch, cosine schedule", 3,
@@ -63,13 +65,15 @@ EX06 = Exercise(
              lambda g: _ddpm_inputs(g, (2, 2, 4, 4), randint(g, 1, 1000, 2), "cosine", torch.float64)),
     ),
     variants=(
-        Variant("zeros", lambda xt, t, x0_pred, alpha_bar, betas, noise: torch.zeros_like(xt), "you return zeros"),
+        Variant("zeros", lambda xt, t, x0_pred, alpha_bar, betas, noise: torch.zeros_like(xt),
+                "you return zeros"),
         Variant("identity", lambda xt, t, x0_pred, alpha_bar, betas, noise: xt,
                 "you return xt unchanged: step to the posterior mean plus noise"),
         Variant("returns_x0_pred", lambda xt, t, x0_pred, alpha_bar, betas, noise: x0_pred,
-                "you return x0_pred: the step goes to x_{t-1}, a mix of x0_pred and xt (Ho et al. 2020, eq. 7)"),
+                "you return x0_pred: the step goes to x_{t-1}, a mix of x0_pred and xt "
+                "(Ho et al. 2020, eq. 7)"),
         Variant("no_noise", _posterior(add_noise=False),
-                "add sqrt(posterior variance) * noise to the mean (except at t = 0, where the variance is 0)"),
+                "add sqrt(posterior variance) * noise to the mean (not at t = 0: the variance is 0 there)"),
         Variant("beta_variance", _posterior(variance="beta"),
                 "use the posterior variance (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t, not beta_t: "
                 "it is 0 at t = 0, so no noise is added there"),
@@ -77,8 +81,8 @@ EX06 = Exercise(
         Variant("no_clean_end", _posterior(clean_end=False), CLEAN_END_HINT),
         Variant("batch_t0", _posterior(batch_t0=True), T0_HINT),
         Variant("float32_coefficients", _posterior(dtype=torch.float32),
-                "near t = 0, 1 - alpha_bar_t is about 1e-4 and float32 keeps only a few digits of it: compute the "
-                "coefficients in float64 (alpha_bar's dtype) and convert only the result to xt.dtype"),
+                "near t = 0, 1 - alpha_bar_t is about 1e-4 and float32 keeps only a few digits of it: "
+                "compute the coefficients in float64 (alpha_bar's dtype); convert only the result"),
         Variant("swapped", _posterior(swap=True),
                 "the coefficient sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) goes with x0_pred and "
                 "sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) with xt"),
@@ -99,8 +103,8 @@ def _ddim_inputs(g: torch.Generator, shape: tuple[int, ...], t: int, t_prev: int
                 alpha_bar=make_schedule(schedule, T_STEPS).alpha_bar)
 
 
-def _ddim(shift: int = 0, clean_end: bool = True, swap: bool = False, eps_sign: float = 1.0, x0_only: bool = False,
-          zero_is_clean: bool = False):
+def _ddim(shift: int = 0, clean_end: bool = True, swap: bool = False, eps_sign: float = 1.0,
+          x0_only: bool = False, zero_is_clean: bool = False):
     def variant(xt: Tensor, t: int, t_prev: int, eps_pred: Tensor, alpha_bar: Tensor) -> Tensor:
         ab = alpha_bar.tolist()
         ab_t = ab[t - shift]

@@ -29,7 +29,8 @@ def _linear_betas(T: int, rescale: bool = True, clip: bool = True) -> Tensor:
 
 
 EX01 = Exercise(
-    id="ex01", topic="linear_schedule", title="linear schedule", function="alpha_bar_linear", notebook=NOTEBOOK,
+    id="ex01", topic="linear_schedule", title="linear schedule", function="alpha_bar_linear",
+    notebook=NOTEBOOK,
     reference=ref.alpha_bar_linear,
     cases=(
         Case("T between 900 and 1100 (Ho et al. 2020 use T = 1000)", 3,
@@ -52,7 +53,8 @@ EX01 = Exercise(
         Variant("cumsum", lambda T: 1 - torch.cumsum(_linear_betas(T), 0),
                 "alpha_bar is a product of alphas, not 1 minus a sum of betas"),
         Variant("no_rescale", lambda T: torch.cumprod(1 - _linear_betas(T, rescale=False), 0),
-                "scale both ends by 1000 / T (minidiff's linear schedule), so that any T noises as much as T = 1000"),
+                "scale both ends by 1000 / T (minidiff's linear schedule): any T then noises as much as "
+                "T = 1000"),
         Variant("no_clip", lambda T: torch.cumprod(1 - _linear_betas(T, clip=False), 0),
                 "clip the betas at 0.999: with few steps, 0.02 * 1000 / T reaches 1 and beyond"),
         Variant("float32", lambda T: torch.cumprod(1 - _linear_betas(T).float(), 0)),
@@ -75,7 +77,8 @@ def _cosine_from_f(f: Tensor, clip: bool = True) -> Tensor:
 
 
 EX02 = Exercise(
-    id="ex02", topic="cosine_schedule", title="cosine schedule", function="alpha_bar_cosine", notebook=NOTEBOOK,
+    id="ex02", topic="cosine_schedule", title="cosine schedule", function="alpha_bar_cosine",
+    notebook=NOTEBOOK,
     reference=ref.alpha_bar_cosine,
     cases=(
         Case("T between 900 and 1100", 3, lambda g: dict(T=randint(g, 900, 1101)[0]), SCHEDULE_TOL),
@@ -89,7 +92,8 @@ EX02 = Exercise(
         Variant("returns_f", lambda T: _f(T)[:-1],
                 "you return f(t) itself: alpha_bar_t = f(t + 1) / f(0), through betas clipped at 0.999"),
         Variant("off_by_one", lambda T: torch.cumprod(
-            torch.cat([torch.ones(1, dtype=torch.float64), 1 - (1 - _f(T)[1:-1] / _f(T)[:-2]).clamp(max=MAX_BETA)]), 0),
+            torch.cat([torch.ones(1, dtype=torch.float64),
+                       1 - (1 - _f(T)[1:-1] / _f(T)[:-2]).clamp(max=MAX_BETA)]), 0),
             "alpha_bar[0] must already include one step of noise: alpha_bar_t = f(t + 1) / f(0), so "
             "alpha_bar[0] < 1"),
         Variant("no_clip", lambda T: _cosine_from_f(_f(T), clip=False),
@@ -123,7 +127,8 @@ EX03 = Exercise(
     cases=(
         Case("images (4, 3, 8, 8), t = 0, two random steps, 999; cosine schedule", 3,
              lambda g: _q_inputs(g, (4, 3, 8, 8), [0] + randint(g, 1, 999, 2) + [999], "cosine")),
-        Case("2-D points (3, 2) at random steps", 2, lambda g: _q_inputs(g, (3, 2), randint(g, 0, 1000, 3), "cosine")),
+        Case("2-D points (3, 2) at random steps", 2,
+             lambda g: _q_inputs(g, (3, 2), randint(g, 0, 1000, 3), "cosine")),
         Case("one t for the whole batch, linear schedule", 2,
              lambda g: _q_inputs(g, (3, 1, 4, 4), randint(g, 0, 1000) * 3, "linear")),
         Case("batch size 1 at t = T - 1", 1, lambda g: _q_inputs(g, (1, 2, 4, 4), [999], "linear")),
@@ -133,21 +138,25 @@ EX03 = Exercise(
     variants=(
         Variant("zeros", lambda x0, t, noise, alpha_bar: torch.zeros_like(x0), "you return zeros"),
         Variant("identity", lambda x0, t, noise, alpha_bar: x0, "you return x0 unchanged: mix in the noise"),
-        Variant("off_by_one", lambda x0, t, noise, alpha_bar: noised(alpha_bar, t - 1, x0, noise), INDEX_HINT),
+        Variant("off_by_one",
+                lambda x0, t, noise, alpha_bar: noised(alpha_bar, t - 1, x0, noise), INDEX_HINT),
         Variant("no_sqrt", lambda x0, t, noise, alpha_bar: (lambda ab: ab * x0 + (1 - ab) * noise)(
             broadcast_like(alpha_bar, t, x0)),
-            "take square roots: xt = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise (the variances add up to 1)"),
+            "take square roots: xt = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise"),
         Variant("swapped", lambda x0, t, noise, alpha_bar: noised(alpha_bar, t, noise, x0),
-                "sqrt(alpha_bar_t) multiplies x0 and sqrt(1 - alpha_bar_t) the noise, not the other way round"),
-        Variant("not_broadcast", lambda x0, t, noise, alpha_bar: (lambda ab: ab.sqrt() * x0 + (1 - ab).sqrt() * noise)(
+                "sqrt(alpha_bar_t) multiplies x0 and sqrt(1 - alpha_bar_t) the noise, not the other way"),
+        Variant("not_broadcast",
+                lambda x0, t, noise, alpha_bar: (lambda ab: ab.sqrt() * x0 + (1 - ab).sqrt() * noise)(
             alpha_bar[t].to(x0.dtype)), BROADCAST_HINT),
         Variant("float64", lambda x0, t, noise, alpha_bar: noised(alpha_bar, t, x0.double(), noise.double()),
                 "alpha_bar is float64: convert alpha_bar[t] to x0.dtype so that xt keeps x0's dtype"),
-        Variant("always_float32", lambda x0, t, noise, alpha_bar: noised(alpha_bar, t, x0.float(), noise.float()),
+        Variant("always_float32",
+                lambda x0, t, noise, alpha_bar: noised(alpha_bar, t, x0.float(), noise.float()),
                 "keep x0's dtype: a float64 x0 gives a float64 xt"),
         Variant("no_noise_at_t0", _no_noise_at_t0,
-                "at t = 0 noise is already added: alpha_bar[0] = 1 - betas[0] < 1, so don't return x0 unchanged"),
-        Variant("first_t_only", lambda x0, t, noise, alpha_bar: noised(alpha_bar, t[:1].expand(len(t)), x0, noise),
+                "at t = 0 noise is already added: alpha_bar[0] = 1 - betas[0] < 1; don't return x0 as is"),
+        Variant("first_t_only",
+                lambda x0, t, noise, alpha_bar: noised(alpha_bar, t[:1].expand(len(t)), x0, noise),
                 "each sample has its own step: use t[i] for sample i, not one t for the whole batch"),
     ),
     error_hints=((r"must match the size of tensor", BROADCAST_HINT), (r"out of bounds", INDEX_HINT)),

@@ -158,7 +158,7 @@ def _drain(fd: int, keep: bytearray, limit: int) -> None:
 
 
 def _read_results(data: bytes) -> tuple[Optional[dict], list[str]]:
-    """The child's frames (a load record, then one per case) as {"load", "cases"}; problems found on the way."""
+    """The child's frames (a load record, then one per case) as {"load", "cases"}, and any problems."""
     records, offset, header = [], 0, struct.calcsize(sandbox.FRAME_HEADER)
     while offset + header <= len(data):
         (size,) = struct.unpack_from(sandbox.FRAME_HEADER, data, offset)
@@ -200,8 +200,9 @@ def run_child(job: dict[str, Any], inputs: list[dict], source: Path, workdir: Pa
     shutil.copy(SANDBOX, here / "sandbox.py")
     torch.save(inputs, here / "inputs.pt")
     uid = UID_BASE + index if mode == "namespaces" else None
-    config = dict(job, uid=uid, binds=_binds(), hide=_hidden(), tmp_bytes=TMP_BYTES, memory_bytes=MEMORY_BYTES,
-                  cpu_s=int(timeout) + 1, nproc=NPROC + (0 if uid else _user_tasks()), file_bytes=RESULTS_BYTES)
+    nproc = NPROC + (0 if uid else _user_tasks())  # RLIMIT_NPROC counts every process of the user id
+    config = dict(job, uid=uid, binds=_binds(), hide=_hidden(), tmp_bytes=TMP_BYTES,
+                  memory_bytes=MEMORY_BYTES, cpu_s=int(timeout) + 1, nproc=nproc, file_bytes=RESULTS_BYTES)
     results_read, results_write = os.pipe()
     (here / "job.json").write_text(json.dumps(dict(config, results_fd=results_write)))
     command = [sys.executable, "-I", str(here / "sandbox.py")]
@@ -215,8 +216,8 @@ def run_child(job: dict[str, Any], inputs: list[dict], source: Path, workdir: Pa
                                stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(results_write,),
                                preexec_fn=cgroups.enter if cgroups else None)
     os.close(results_write)
-    readers = [threading.Thread(target=_drain, args=(fd, keep, limit), daemon=True) for fd, keep, limit in
-               ((os.dup(process.stdout.fileno()), output, OUTPUT_BYTES), (results_read, results, RESULTS_BYTES))]
+    pipes = ((os.dup(process.stdout.fileno()), output, OUTPUT_BYTES), (results_read, results, RESULTS_BYTES))
+    readers = [threading.Thread(target=_drain, args=pipe, daemon=True) for pipe in pipes]
     process.stdout.close()
     for reader in readers:
         reader.start()
@@ -236,7 +237,8 @@ def run_child(job: dict[str, Any], inputs: list[dict], source: Path, workdir: Pa
     for reader in readers:
         reader.join(READ_GRACE_S)
     records, problems = _read_results(bytes(results))
-    text = "".join(c if c.isprintable() or c in "\n\t" else "?" for c in output.decode("utf-8", errors="replace"))
+    printed = output.decode("utf-8", errors="replace")
+    text = "".join(c if c.isprintable() or c in "\n\t" else "?" for c in printed)
     return Outcome(records, ended, time.monotonic() - start, text, problems)
 
 

@@ -7,7 +7,8 @@ import torch
 
 def diffusion_loss(model, x0, t, noise, alpha_bar, cond=None):
     patterns = ["/work/*/exercises/ex*/*.py", "/work/*/tests/grading_cases/*.py", "../*/student/*.py",
-                "/tmp/*/job*/student/*.py", "/job/student/*.py", "/work/**/ex0*_*/*.py", "/root/**/ex0*_*/*.py"]
+                "/tmp/*/job*/student/*.py", "/job/student/*.py", "/work/**/ex0*_*/*.py",
+                "/root/**/ex0*_*/*.py"]
     for pattern in patterns:
         for path in glob.glob(pattern, recursive=True):
             try:

@@ -5,7 +5,8 @@ import torch
 def ddpm_posterior_step(xt, t, x0_pred, alpha_bar, betas, noise):
     shape = (-1,) + (1,) * (xt.ndim - 1)
     ab = alpha_bar[t].reshape(shape)
-    ab_prev = torch.where(t > 0, alpha_bar[(t - 1).clamp(min=0)], torch.ones_like(alpha_bar[t])).reshape(shape)
+    ab_prev = torch.where(t > 0, alpha_bar[(t - 1).clamp(min=0)], torch.ones_like(alpha_bar[t]))
+    ab_prev = ab_prev.reshape(shape)
     beta = betas[t].reshape(shape)
     mean = (beta * ab_prev.sqrt() / (1 - ab)) * x0_pred + ((1 - ab_prev) * (1 - beta).sqrt() / (1 - ab)) * xt
     var = beta * (1 - ab_prev) / (1 - ab)

