@@ -10,9 +10,11 @@ group and rlimits, and every report says which isolation was used. The parent re
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import site
@@ -40,6 +42,8 @@ NPROC = 32  # processes and threads of the child's own user id (torch starts a f
 UID_BASE = 1_960_000_000  # child i runs as this + i: a user id no one else has (Linux allows up to 2**32 - 2)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SHELL_SIGNAL = 128  # a POSIX shell reports a child killed by signal N as exit status 128 + N
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>: the child tree is killed if the grader itself dies
+UNSHARE = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--ipc", "--net"]
 SANDBOX = Path(sandbox.__file__)
 
 
@@ -55,14 +59,17 @@ class Outcome:
 
 
 def isolation() -> tuple[str, str]:
-    """("namespaces", why) when PID namespaces can be had here, else ("process group", why not)."""
+    """("namespaces", what holds) when PID namespaces can be had here, else ("process group", why not)."""
     if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("unshare") is None:
         return "process group", "no PID namespace: needs Linux, root and util-linux's unshare"
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--ipc",
-                            "--net", "true"], capture_output=True, timeout=30)
+    probe = subprocess.run(UNSHARE + ["true"], capture_output=True, timeout=30, check=False)
     if probe.returncode != 0:
-        return "process group", f"no PID namespace: unshare failed ({probe.stderr.decode().strip()[:120]})"
-    return "namespaces", "PID, mount, IPC and network namespaces, chroot, own uid, memory and pids cgroups"
+        return "process group", f"no PID namespace: unshare failed ({probe.stderr.decode().strip()[:100]})"
+    cgroups = _Cgroups(f"minidiff-probe-{os.getpid()}")
+    kinds = sorted(path.parent.name if path.parent != CGROUP_ROOT else "v2" for path in cgroups.dirs)
+    cgroups.kill_and_remove()
+    memory = f"cgroups ({', '.join(kinds)})" if kinds else "no writable cgroup: RLIMIT_AS and RLIMIT_NPROC only"
+    return "namespaces", f"PID, mount, IPC and network namespaces, chroot, own uid; tree memory: {memory}"
 
 
 def _binds() -> list[str]:
@@ -81,36 +88,29 @@ class _Cgroups:
 
     def __init__(self, name: str) -> None:
         self.dirs: list[Path] = []
-        v2 = CGROUP_ROOT / "cgroup.controllers"
-        plan = ([(CGROUP_ROOT, {"memory.max": MEMORY_BYTES, "memory.swap.max": 0, "pids.max": NPROC})]
-                if v2.exists() else
-                [(CGROUP_ROOT / "memory", {"memory.limit_in_bytes": MEMORY_BYTES, "memory.swappiness": 0}),
-                 (CGROUP_ROOT / "pids", {"pids.max": NPROC})])
+        v2 = {"memory.max": MEMORY_BYTES, "memory.swap.max": 0, "pids.max": NPROC}
+        v1 = {"memory": {"memory.limit_in_bytes": MEMORY_BYTES}, "pids": {"pids.max": NPROC}}
+        plan = [(CGROUP_ROOT, v2)] if (CGROUP_ROOT / "cgroup.controllers").exists() else [
+            (CGROUP_ROOT / kind, settings) for kind, settings in v1.items()]
         for parent, settings in plan:
             try:
-                path = parent / name
-                path.mkdir()
-                self.dirs.append(path)
+                (parent / name).mkdir()
+                self.dirs.append(parent / name)
                 for key, value in settings.items():
-                    if (path / key).exists():
-                        (path / key).write_text(str(value))
+                    (parent / name / key).write_text(str(value))
             except OSError:
                 continue
 
     def enter(self) -> None:
-        """Run in the child between fork and exec: join every cgroup."""
+        """Join every cgroup (run in the child between fork and exec)."""
         for path in self.dirs:
             (path / "cgroup.procs").write_text(str(os.getpid()))
 
     def out_of_memory(self) -> bool:
-        for path in self.dirs:
-            for name in ("memory.failcnt", "memory.events"):
-                if (path / name).exists():
-                    text = (path / name).read_text()
-                    count = text.split() if name == "memory.failcnt" else text.split("oom_kill ")[-1:]
-                    if count and count[0].strip().isdigit() and int(count[0].split()[0]) > 0:
-                        return True
-        return False
+        """Whether the kernel refused or killed for memory in this tree."""
+        texts = [(path / n).read_text() for path in self.dirs for n in ("memory.failcnt", "memory.events")
+                 if (path / n).exists()]
+        return any(re.search(r"^[1-9]|oom_kill [1-9]", text, re.MULTILINE) for text in texts)
 
     def kill_and_remove(self) -> None:
         for path in self.dirs:
@@ -128,6 +128,14 @@ class _Cgroups:
                 path.rmdir()
             except OSError:
                 pass
+
+
+def _start(cgroups: _Cgroups | None) -> None:
+    """Run in the child between fork and exec: join the cgroups; die with the grader, should it die."""
+    if cgroups:
+        cgroups.enter()
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -157,7 +165,7 @@ def _drain(fd: int, keep: bytearray, limit: int) -> None:
     os.close(fd)
 
 
-def _read_results(data: bytes) -> tuple[Optional[dict], list[str]]:
+def _read_results(data: bytes) -> tuple[dict | None, list[str]]:
     """The child's frames (a load record, then one per case) as {"load", "cases"}, and any problems."""
     records, offset, header = [], 0, struct.calcsize(sandbox.FRAME_HEADER)
     while offset + header <= len(data):
@@ -207,14 +215,13 @@ def run_child(job: dict[str, Any], inputs: list[dict], source: Path, workdir: Pa
     (here / "job.json").write_text(json.dumps(dict(config, results_fd=results_write)))
     command = [sys.executable, "-I", str(here / "sandbox.py")]
     cgroups = _Cgroups(f"minidiff-grade-{os.getpid()}-{index}") if uid is not None else None
-    if uid is not None:
-        command = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--ipc", "--net",
-                   "/bin/sh", "-c", '"$@"; exit $?', "sh"] + command  # sh is the namespace's init, not Python
+    if uid is not None:  # sh is the namespace's init, so that Python is an ordinary process
+        command = UNSHARE + ["/bin/sh", "-c", '"$@"; exit $?', "sh"] + command
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LANG": "C.UTF-8"}
     start, output, results = time.monotonic(), bytearray(), bytearray()
     process = subprocess.Popen(command, cwd=here, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(results_write,),
-                               preexec_fn=cgroups.enter if cgroups else None)
+                               preexec_fn=lambda: _start(cgroups))  # noqa: PLW1509 - two syscalls, no locks
     os.close(results_write)
     pipes = ((os.dup(process.stdout.fileno()), output, OUTPUT_BYTES), (results_read, results, RESULTS_BYTES))
     readers = [threading.Thread(target=_drain, args=pipe, daemon=True) for pipe in pipes]
