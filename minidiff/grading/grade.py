@@ -40,9 +40,12 @@ def call_reference(fn: Callable[..., Any], exercise: Exercise, inputs: Inputs) -
 
 def _returned(value: Any) -> Any:
     """The child's output: a plain tensor, or a stand-in named after whatever type it returned instead."""
-    if isinstance(value, dict) and type(value.get("tensor")) is Tensor:
-        return value["tensor"]
-    name = str(value.get("type", "object") if isinstance(value, dict) else "object")[:40]
+    tensor = value.get("tensor") if isinstance(value, dict) else None
+    plain = type(tensor) is Tensor and tensor.layout == torch.strided
+    if plain and not (tensor.is_complex() or tensor.is_quantized):
+        return tensor
+    name = "unusual_Tensor" if type(tensor) is Tensor else "object"
+    name = str(value.get("type", name) if isinstance(value, dict) and tensor is None else name)[:40]
     return None if name == "NoneType" else type(name if name.isidentifier() else "object", (), {})()
 
 
@@ -122,7 +125,10 @@ def evaluate(exercise: Exercise, inputs: list[Inputs], results: dict | None, out
     tests, flags = [], []
     for i, (case, case_inputs) in enumerate(zip(exercise.cases, inputs)):
         if i < len(records):
-            status, text = judge_case(exercise, case, case_inputs, records[i])
+            try:
+                status, text = judge_case(exercise, case, case_inputs, records[i])
+            except Exception as error:  # noqa: BLE001 - a record built to trip the judge
+                status, text = "failed", f"the child sent back a record that cannot be judged ({error!r})"
         elif i == len(records) and isinstance(load, dict) and load.get("status") == "ok":
             status, text = abnormal, _ended(outcome) if outcome else "no result"
         else:

@@ -188,7 +188,10 @@ def run_case(fn, params: list[str], inputs: dict, source: str) -> dict:
         return dict(status="not started", message=str(error)[:MAX_MESSAGE])
     except BaseException as error:
         return dict(status="raised", message=_error(error, source))
-    result = dict(status="returned", value=_plain(value))
+    try:
+        result = dict(status="returned", value=_plain(value))
+    except BaseException as error:  # noqa: BLE001 - e.g. a tensor on the meta device
+        return dict(status="raised", message=f"its result could not be copied: {_error(error, source)}")
     models = [a for a in args.values() if isinstance(a, TinyDenoiser)]
     if models:  # ex05: what the model saw, and the gradient the loss sends back
         model = models[0]
