@@ -102,7 +102,7 @@ def judge_case(exercise: Exercise, case: Case, inputs: Inputs, record: Any) -> t
     if found is None:
         return "passed", ""
     check, text = found
-    extra = [_sample_hint(exercise, inputs, got, expected, case)] if check == "values" else []
+    extra = [_sample_hint(exercise, inputs, got, expected, case)] if check in ("values", "finite") else []
     hint = _mistakes(exercise, inputs, got, expected, case) if check != "type" else ""
     generic = generic_hint(check, got, expected)
     extra += [hint or (f"hint: {generic}" if generic else "")]
