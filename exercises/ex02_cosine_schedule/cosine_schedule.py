@@ -1,7 +1,7 @@
 """Exercise 02: the cosine noise schedule of Nichol & Dhariwal (2021).
 
 Taught in notebook 01 (forward noising). Grade it with: python -m minidiff grade --only ex02
-Write it with torch only: minidiff is the answer key, and code that imports it is flagged.
+Write it with torch only: minidiff is the answer key, and it cannot be imported while grading.
 """
 
 import math

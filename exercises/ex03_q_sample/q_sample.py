@@ -1,7 +1,7 @@
 """Exercise 03: q_sample, drawing a noisy x_t from a clean x_0 in one jump.
 
 Taught in notebook 01 (forward noising). Grade it with: python -m minidiff grade --only ex03
-Write it with torch only: minidiff is the answer key, and code that imports it is flagged.
+Write it with torch only: minidiff is the answer key, and it cannot be imported while grading.
 """
 
 import torch

@@ -1,7 +1,7 @@
 """Exercise 04: the sinusoidal timestep embedding that tells the U-Net how noisy its input is.
 
 Taught in notebook 03 (the U-Net denoiser). Grade it with: python -m minidiff grade --only ex04
-Write it with torch only: minidiff is the answer key, and code that imports it is flagged.
+Write it with torch only: minidiff is the answer key, and it cannot be imported while grading.
 """
 
 import math

@@ -1,7 +1,7 @@
 """Exercise 05: the loss a diffusion model is trained with.
 
 Taught in notebook 03 (the U-Net denoiser). Grade it with: python -m minidiff grade --only ex05
-Write it with torch only: minidiff is the answer key, and code that imports it is flagged.
+Write it with torch only: minidiff is the answer key, and it cannot be imported while grading.
 """
 
 from typing import Callable, Optional
@@ -30,6 +30,7 @@ def diffusion_loss(model: Callable[[Tensor, Tensor, Optional[Tensor]], Tensor], 
         cond: text embedding (B, L, D) handed on to the model, or None.
 
     Returns:
-        scalar loss: a 0-dimensional tensor that gradients flow through.
+        scalar loss: a 0-dimensional tensor that gradients flow through, float32 (x0's dtype) or float64
+        (if you compute in alpha_bar's float64): both are graded as right.
     """
     raise NotImplementedError("ex05 is not started: write diffusion_loss (taught in notebook 03, the U-Net denoiser)")

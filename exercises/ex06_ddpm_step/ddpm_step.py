@@ -1,7 +1,7 @@
 """Exercise 06: one step of DDPM's ancestral sampler, from x_t to x_{t-1}.
 
 Taught in notebook 04 (samplers). Grade it with: python -m minidiff grade --only ex06
-Write it with torch only: minidiff is the answer key, and code that imports it is flagged.
+Write it with torch only: minidiff is the answer key, and it cannot be imported while grading.
 """
 
 import torch
@@ -16,11 +16,11 @@ def ddpm_posterior_step(xt: Tensor, t: Tensor, x0_pred: Tensor, alpha_bar: Tenso
         mean = sqrt(ab_prev) * betas[t] / (1 - ab_t) * x0_pred + sqrt(alpha_t) * (1 - ab_prev) / (1 - ab_t) * xt
         var  = (1 - ab_prev) / (1 - ab_t) * betas[t]
         x_{t-1} = mean + sqrt(var) * noise
-    At t = 0 the variance is 0 and the step returns x0_pred. Compute the coefficients in float64 (near
+    At t = 0 the variance is 0 and the step returns x0_pred. A batch can mix t = 0 and t > 0: decide per sample. Compute the coefficients in float64 (near
     t = 0, 1 - ab_t is tiny and float32 loses most of its digits); convert only the result to xt's dtype.
 
     Args:
-        xt: (B, ...) current samples.
+        xt: (B, ...) current samples, float32 or float64.
         t: (B,) int64 timesteps in 0..T-1, one per sample.
         x0_pred: (B, ...) the model's estimate of the clean sample.
         alpha_bar: (T,) float64 schedule; betas: (T,) float64, with alpha_bar = cumprod(1 - betas).

@@ -1,7 +1,7 @@
 """Exercise 08: classifier-free guidance, the knob that makes images follow the prompt.
 
 Taught in notebook 06 (conditioning and guidance). Grade it with: python -m minidiff grade --only ex08
-Write it with torch only: minidiff is the answer key, and code that imports it is flagged.
+Write it with torch only: minidiff is the answer key, and it cannot be imported while grading.
 """
 
 import torch

@@ -1,9 +1,9 @@
 """The autograder behind ``python -m minidiff grade``: exercises/ stubs graded against minidiff itself.
 
 Layout: ``spec`` (what an exercise is), ``references`` (the answers, as adapters over minidiff),
-``ex_*`` (tests and known-wrong variants per topic), ``registry`` (all exercises), ``compare`` and
-``context`` (checking a returned value, and the messages), ``guard`` (flagging use of the reference),
-``worker`` / ``runner`` (one process per job, with a time limit), ``report``, ``check``, ``command``.
+``ex_*`` (cases and known-wrong variants per topic), ``sandbox`` (the child that runs student code
+and nothing else), ``runner`` (one isolated process tree per submission), ``compare`` and ``grade``
+(judging what came back, in the parent), ``report``, ``check`` (the graders graded), ``command``.
 """
 
 from minidiff.grading.command import main

@@ -8,12 +8,13 @@ import torch
 from torch import Tensor
 
 from minidiff.grading import references as ref
-from minidiff.grading.context import matches_reference
-from minidiff.grading.spec import SCHEDULE_TOL, Exercise, Variant, broadcast_like, noised, randn
+from minidiff.grading.spec import (SCHEDULE_TOL, T_STEPS, Case, Exercise, Variant, broadcast_like, noised,
+    randint, randn)
 
 NOTEBOOK = "notebook 01 (forward noising)"
 COSINE_S = 0.008  # Nichol & Dhariwal 2021, eq. 17 (the value minidiff.schedule uses)
 MAX_BETA = 0.999  # Nichol & Dhariwal 2021: betas clipped here (as minidiff.schedule does)
+BETA_START, BETA_END = 1e-4, 0.02  # Ho et al. 2020, sec. 4, for T = 1000 (minidiff.schedule)
 BROADCAST_HINT = ("alpha_bar[t] has shape (B,): reshape it to (B, 1, ..., 1), e.g. "
                   "alpha_bar[t].view(-1, *[1] * (x0.ndim - 1)), so each sample gets its own value")
 INDEX_HINT = "t runs from 0 to T - 1 and alpha_bar[t] is the value at step t: don't add or subtract 1"
@@ -21,38 +22,44 @@ INDEX_HINT = "t runs from 0 to T - 1 and alpha_bar[t] is the value at step t: do
 # ex01 --------------------------------------------------------------------------------------------
 
 
-def _linear_betas(T: int, beta_start: float, beta_end: float) -> Tensor:
-    return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)  # (T,)
+def _linear_betas(T: int, rescale: bool = True, clip: bool = True) -> Tensor:
+    scale = 1000 / T if rescale else 1.0
+    betas = torch.linspace(BETA_START * scale, BETA_END * scale, T, dtype=torch.float64)  # (T,)
+    return betas.clamp(max=MAX_BETA) if clip else betas
 
 
 EX01 = Exercise(
-    id="ex01", topic="linear_schedule", title="linear schedule", function="alpha_bar_linear", notebook=NOTEBOOK,
+    id="ex01", topic="linear_schedule", title="linear schedule", function="alpha_bar_linear",
+    notebook=NOTEBOOK,
     reference=ref.alpha_bar_linear,
-    tests=(
-        matches_reference("T = 1000, betas from 1e-4 to 0.02 (Ho et al. 2020)", 4,
-                          lambda: dict(T=1000, beta_start=1e-4, beta_end=0.02), SCHEDULE_TOL),
-        matches_reference("T = 10, betas from 0.1 to 0.5", 3,
-                          lambda: dict(T=10, beta_start=0.1, beta_end=0.5), SCHEDULE_TOL),
-        matches_reference("T = 1: a single step", 3,
-                          lambda: dict(T=1, beta_start=0.3, beta_end=0.6), SCHEDULE_TOL),
+    cases=(
+        Case("T between 900 and 1100 (Ho et al. 2020 use T = 1000)", 3,
+             lambda g: dict(T=randint(g, 900, 1101)[0]), SCHEDULE_TOL),
+        Case("T between 100 and 899: betas rescaled by 1000 / T", 3,
+             lambda g: dict(T=randint(g, 100, 900)[0]), SCHEDULE_TOL),
+        Case("T between 2 and 20: the largest betas are clipped at 0.999", 3,
+             lambda g: dict(T=randint(g, 2, 21)[0]), SCHEDULE_TOL),
+        Case("T = 1: a single step", 1, lambda g: dict(T=1), SCHEDULE_TOL),
     ),
     variants=(
-        Variant("zeros", lambda T, beta_start=1e-4, beta_end=0.02: torch.zeros(T, dtype=torch.float64),
-                "you return zeros"),
+        Variant("zeros", lambda T: torch.zeros(T, dtype=torch.float64), "you return zeros"),
         Variant("returns_betas", _linear_betas,
                 "you return the betas themselves: alpha_bar is the running product of alphas = 1 - betas"),
-        Variant("no_cumprod", lambda T, beta_start=1e-4, beta_end=0.02: 1 - _linear_betas(T, beta_start, beta_end),
+        Variant("no_cumprod", lambda T: 1 - _linear_betas(T),
                 "you return the alphas: alpha_bar is their cumulative product (torch.cumprod)"),
-        Variant("off_by_one", lambda T, beta_start=1e-4, beta_end=0.02: torch.cat(
-            [torch.ones(1, dtype=torch.float64), torch.cumprod(1 - _linear_betas(T, beta_start, beta_end), 0)[:-1]]),
-            "alpha_bar[0] must already include step 0: alpha_bar[0] = 1 - betas[0], not 1"),
-        Variant("cumsum", lambda T, beta_start=1e-4, beta_end=0.02: 1 - torch.cumsum(
-            _linear_betas(T, beta_start, beta_end), 0),
-            "alpha_bar is a product of alphas, not 1 minus a sum of betas"),
-        Variant("float32", lambda T, beta_start=1e-4, beta_end=0.02: torch.cumprod(
-            1 - torch.linspace(beta_start, beta_end, T), 0)),
+        Variant("off_by_one", lambda T: torch.cat([torch.ones(1, dtype=torch.float64),
+                                                   torch.cumprod(1 - _linear_betas(T), 0)[:-1]]),
+                "alpha_bar[0] must already include step 0: alpha_bar[0] = 1 - betas[0], not 1"),
+        Variant("cumsum", lambda T: 1 - torch.cumsum(_linear_betas(T), 0),
+                "alpha_bar is a product of alphas, not 1 minus a sum of betas"),
+        Variant("no_rescale", lambda T: torch.cumprod(1 - _linear_betas(T, rescale=False), 0),
+                "scale both ends by 1000 / T (minidiff's linear schedule): any T then noises as much as "
+                "T = 1000"),
+        Variant("no_clip", lambda T: torch.cumprod(1 - _linear_betas(T, clip=False), 0),
+                "clip the betas at 0.999: with few steps, 0.02 * 1000 / T reaches 1 and beyond"),
+        Variant("float32", lambda T: torch.cumprod(1 - _linear_betas(T).float(), 0)),
     ),
-    error_hints=(("linspace", "torch.linspace(beta_start, beta_end, T, dtype=torch.float64) gives the T betas"),),
+    error_hints=(("linspace", "torch.linspace(start, end, T, dtype=torch.float64) gives the T betas"),),
 )
 
 # ex02 --------------------------------------------------------------------------------------------
@@ -70,19 +77,23 @@ def _cosine_from_f(f: Tensor, clip: bool = True) -> Tensor:
 
 
 EX02 = Exercise(
-    id="ex02", topic="cosine_schedule", title="cosine schedule", function="alpha_bar_cosine", notebook=NOTEBOOK,
+    id="ex02", topic="cosine_schedule", title="cosine schedule", function="alpha_bar_cosine",
+    notebook=NOTEBOOK,
     reference=ref.alpha_bar_cosine,
-    tests=(
-        matches_reference("T = 1000", 4, lambda: dict(T=1000), SCHEDULE_TOL),
-        matches_reference("T = 20", 3, lambda: dict(T=20), SCHEDULE_TOL),
-        matches_reference("T = 10: the last beta is clipped at 0.999", 3, lambda: dict(T=10), SCHEDULE_TOL),
+    cases=(
+        Case("T between 900 and 1100", 3, lambda g: dict(T=randint(g, 900, 1101)[0]), SCHEDULE_TOL),
+        Case("T between 20 and 899", 3, lambda g: dict(T=randint(g, 20, 900)[0]), SCHEDULE_TOL),
+        Case("T between 2 and 19: the last beta is clipped at 0.999 (as for every T)", 3,
+             lambda g: dict(T=randint(g, 2, 20)[0]), SCHEDULE_TOL),
+        Case("T = 1: a single, clipped step", 1, lambda g: dict(T=1), SCHEDULE_TOL),
     ),
     variants=(
         Variant("zeros", lambda T: torch.zeros(T, dtype=torch.float64), "you return zeros"),
         Variant("returns_f", lambda T: _f(T)[:-1],
                 "you return f(t) itself: alpha_bar_t = f(t + 1) / f(0), through betas clipped at 0.999"),
         Variant("off_by_one", lambda T: torch.cumprod(
-            torch.cat([torch.ones(1, dtype=torch.float64), 1 - (1 - _f(T)[1:-1] / _f(T)[:-2]).clamp(max=MAX_BETA)]), 0),
+            torch.cat([torch.ones(1, dtype=torch.float64),
+                       1 - (1 - _f(T)[1:-1] / _f(T)[:-2]).clamp(max=MAX_BETA)]), 0),
             "alpha_bar[0] must already include one step of noise: alpha_bar_t = f(t + 1) / f(0), so "
             "alpha_bar[0] < 1"),
         Variant("no_clip", lambda T: _cosine_from_f(_f(T), clip=False),
@@ -98,44 +109,58 @@ EX02 = Exercise(
 # ex03 --------------------------------------------------------------------------------------------
 
 
-def _images() -> dict:
-    return dict(x0=randn(4, 3, 8, 8, seed=31), t=torch.tensor([0, 10, 500, 999]), noise=randn(4, 3, 8, 8, seed=32),
-                alpha_bar=ref.alpha_bar_cosine(1000))
+def _q_inputs(g: torch.Generator, shape: tuple[int, ...], t: list[int], schedule: str,
+              dtype: torch.dtype = torch.float32) -> dict:
+    alpha_bar = ref.alpha_bar_cosine(T_STEPS) if schedule == "cosine" else ref.alpha_bar_linear(T_STEPS)
+    return dict(x0=randn(g, *shape, dtype=dtype), t=torch.tensor(t), noise=randn(g, *shape, dtype=dtype),
+                alpha_bar=alpha_bar)
 
 
-def _points() -> dict:
-    return dict(x0=randn(2, 2, seed=33), t=torch.tensor([3, 700]), noise=randn(2, 2, seed=34),
-                alpha_bar=ref.alpha_bar_cosine(1000))
-
-
-def _same_t() -> dict:
-    return dict(x0=randn(3, 1, 4, 4, seed=35), t=torch.tensor([250, 250, 250]), noise=randn(3, 1, 4, 4, seed=36),
-                alpha_bar=ref.alpha_bar_linear(1000))
+def _no_noise_at_t0(x0: Tensor, t: Tensor, noise: Tensor, alpha_bar: Tensor) -> Tensor:
+    clean = (t == 0).view(-1, *([1] * (x0.ndim - 1)))  # (B, 1, ..., 1)
+    return torch.where(clean, x0, noised(alpha_bar, t, x0, noise))
 
 
 EX03 = Exercise(
     id="ex03", topic="q_sample", title="q_sample", function="q_sample", notebook=NOTEBOOK,
     reference=ref.q_sample,
-    tests=(
-        matches_reference("images (4, 3, 8, 8), t = [0, 10, 500, 999], cosine schedule", 4, _images),
-        matches_reference("2-D points (2, 2), t = [3, 700]", 3, _points),
-        matches_reference("one t for the whole batch, linear schedule", 3, _same_t),
+    cases=(
+        Case("images (4, 3, 8, 8), t = 0, two random steps, 999; cosine schedule", 3,
+             lambda g: _q_inputs(g, (4, 3, 8, 8), [0] + randint(g, 1, 999, 2) + [999], "cosine")),
+        Case("2-D points (3, 2) at random steps", 2,
+             lambda g: _q_inputs(g, (3, 2), randint(g, 0, 1000, 3), "cosine")),
+        Case("one t for the whole batch, linear schedule", 2,
+             lambda g: _q_inputs(g, (3, 1, 4, 4), randint(g, 0, 1000) * 3, "linear")),
+        Case("batch size 1 at t = T - 1", 1, lambda g: _q_inputs(g, (1, 2, 4, 4), [999], "linear")),
+        Case("float64 x0 and noise give a float64 xt", 2,
+             lambda g: _q_inputs(g, (2, 3, 4, 4), [0, randint(g, 1, 1000)[0]], "cosine", torch.float64)),
     ),
     variants=(
         Variant("zeros", lambda x0, t, noise, alpha_bar: torch.zeros_like(x0), "you return zeros"),
         Variant("identity", lambda x0, t, noise, alpha_bar: x0, "you return x0 unchanged: mix in the noise"),
-        Variant("off_by_one", lambda x0, t, noise, alpha_bar: noised(alpha_bar, t - 1, x0, noise), INDEX_HINT),
+        Variant("off_by_one",
+                lambda x0, t, noise, alpha_bar: noised(alpha_bar, t - 1, x0, noise), INDEX_HINT),
         Variant("no_sqrt", lambda x0, t, noise, alpha_bar: (lambda ab: ab * x0 + (1 - ab) * noise)(
             broadcast_like(alpha_bar, t, x0)),
-            "take square roots: xt = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise (the variances add up to 1)"),
+            "take square roots: xt = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise"),
         Variant("swapped", lambda x0, t, noise, alpha_bar: noised(alpha_bar, t, noise, x0),
-            "sqrt(alpha_bar_t) multiplies x0 and sqrt(1 - alpha_bar_t) the noise, not the other way round"),
-        Variant("not_broadcast", lambda x0, t, noise, alpha_bar: (lambda ab: ab.sqrt() * x0 + (1 - ab).sqrt() * noise)(
+                "sqrt(alpha_bar_t) multiplies x0 and sqrt(1 - alpha_bar_t) the noise, not the other way"),
+        Variant("not_broadcast",
+                lambda x0, t, noise, alpha_bar: (lambda ab: ab.sqrt() * x0 + (1 - ab).sqrt() * noise)(
             alpha_bar[t].to(x0.dtype)), BROADCAST_HINT),
         Variant("float64", lambda x0, t, noise, alpha_bar: noised(alpha_bar, t, x0.double(), noise.double()),
-            "alpha_bar is float64: convert alpha_bar[t] to x0.dtype so that xt keeps x0's dtype"),
+                "alpha_bar is float64: convert alpha_bar[t] to x0.dtype so that xt keeps x0's dtype"),
+        Variant("always_float32",
+                lambda x0, t, noise, alpha_bar: noised(alpha_bar, t, x0.float(), noise.float()),
+                "keep x0's dtype: a float64 x0 gives a float64 xt"),
+        Variant("no_noise_at_t0", _no_noise_at_t0,
+                "at t = 0 noise is already added: alpha_bar[0] = 1 - betas[0] < 1; don't return x0 as is"),
+        Variant("first_t_only",
+                lambda x0, t, noise, alpha_bar: noised(alpha_bar, t[:1].expand(len(t)), x0, noise),
+                "each sample has its own step: use t[i] for sample i, not one t for the whole batch"),
     ),
     error_hints=((r"must match the size of tensor", BROADCAST_HINT), (r"out of bounds", INDEX_HINT)),
+    t0_hint="at t = 0 noise is already added: alpha_bar[0] = 1 - betas[0] < 1, so don't return x0 unchanged",
 )
 
 EXERCISES = (EX01, EX02, EX03)

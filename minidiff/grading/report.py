@@ -1,91 +1,43 @@
-"""Turning what grading processes left behind into points, a table and a JSON report.
+"""The grading report: the JSON a teacher keeps, the details and the table a student reads.
 
-Exercise status, in order of precedence: "flagged" (the code uses minidiff, the reference; 0
-points), "missing" (no file), "error" (the file does not load), "timed out", "crashed", "not started"
-(every test hit the stub's NotImplementedError), "passed" (every test passed), "failed". Tests that
-passed before a time-out or crash keep their points.
+The report is written by the parent alone, after every child process is gone, to a temporary
+file in the target's folder that is then renamed over the target: a reader sees the old report
+or the new one, never half of one.
 """
 
 from __future__ import annotations
 
-import signal
+import json
+import os
+import tempfile
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from minidiff import __version__
-from minidiff.grading.runner import JobResult
-from minidiff.grading.spec import Exercise
 
-REPORT_VERSION = 1  # bump when the JSON report's fields change
-OUTPUT_LINES = 5  # lines of a crashed process's output quoted in its message
+REPORT_VERSION = 2  # 2: seed, isolation and seconds added; tests are graded cases drawn from the seed
 
 
-def _ended(result: JobResult) -> str:
-    if result.timed_out:
-        return f"was stopped after the {result.job.timeout:g} s time limit (an endless loop?)"
-    code = result.exitcode
-    if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        how = f"was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
-    else:
-        how = f"ended with exit status {code}"
-    lines = [line for line in result.output.splitlines() if line.strip()][-OUTPUT_LINES:]
-    return how + ("; its last output:\n    " + "\n    ".join(lines) if lines else "")
-
-
-def exercise_report(exercise: Exercise, result: JobResult) -> dict[str, Any]:
-    """The report of one exercise graded by one job (the JSON report's "exercises" entries)."""
-    by_kind: dict[str, list[dict]] = {}
-    for record in result.records:
-        by_kind.setdefault(record["event"], []).append(record)
-    load = (by_kind.get("load") or [None])[0]
-    results = {r["test"]: r for r in by_kind.get("result", [])}
-    started = {r["test"] for r in by_kind.get("start", [])}
-    finished = "done" in by_kind
-    abnormal = "timed out" if result.timed_out else "crashed"
-    tests = []
-    for test in exercise.tests:
-        if test.name in results:
-            status, message = results[test.name]["status"], results[test.name]["message"]
-        elif test.name in started:
-            status, message = abnormal, f"the grading process {_ended(result)}"
-        elif load is not None and load["status"] != "ok":
-            status, message = "not run", ""
-        else:
-            status, message = "not run", "" if finished else "the grading process ended before this test"
-        tests.append(dict(name=test.name, status=status, points=test.points if status == "passed" else 0,
-                          max_points=test.points, message=message))
-    flags = (load or {}).get("flags", []) + sum((r["flags"] for r in by_kind.get("done", [])), [])
-    message = ""
-    if load is None:
-        status, message = abnormal, f"the grading process {_ended(result)} while loading the file"
-    elif load["status"] != "ok":
-        status, message = load["status"], load["message"]
-    elif not finished:  # a process stopped after its last test still counts its results
-        status = abnormal
-    elif all(t["status"] == "not started" for t in tests):
-        status, message = "not started", tests[0]["message"]
-    else:
-        status = "passed" if all(t["status"] == "passed" for t in tests) else "failed"
-    if flags:
-        status, message = "flagged", "0 points: the code uses what it should write. " + "; ".join(flags)
-    points = 0 if flags else sum(t["points"] for t in tests)
-    return dict(id=exercise.id, name=exercise.name, title=exercise.title, function=exercise.function,
-                target=result.job.target, status=status, points=points, max_points=exercise.max_points,
-                seconds=round(result.seconds, 3), message=message, flags=flags,
-                notes=(load or {}).get("notes", []), tests=tests)
-
-
-def grade_report(exercises: list[dict[str, Any]], target: str, exercises_dir: str) -> dict[str, Any]:
-    """The whole JSON report."""
+def grade_report(exercises: list[dict[str, Any]], target: str, exercises_dir: str, seed: int,
+                 isolation: tuple[str, str], seconds: float) -> dict[str, Any]:
+    """The whole JSON report; ``seed`` reruns the same inputs (``grade --seed``)."""
     return dict(report_version=REPORT_VERSION, minidiff_version=__version__, target=target,
                 exercises_dir=exercises_dir, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                seed=seed, isolation=dict(mode=isolation[0], detail=isolation[1]), seconds=round(seconds, 2),
                 total=dict(points=sum(e["points"] for e in exercises),
                            max_points=sum(e["max_points"] for e in exercises)),
                 exercises=exercises)
+
+
+def write_json(path: str | Path, report: dict[str, Any]) -> None:
+    """Write ``report`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, target)
 
 
 def _indent(text: str, prefix: str) -> str:
@@ -111,7 +63,7 @@ def render_details(report: dict[str, Any]) -> str:
             not_run = sum(t["status"] == "not run" for t in e["tests"])
             if not_run:
                 plural = "s" if not_run > 1 else ""
-                lines.append(f"  ({not_run} more test{plural} not run: the grading process had ended)")
+                lines.append(f"  ({not_run} more case{plural} not run: the grading process had ended)")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 

@@ -1,19 +1,17 @@
-"""What an exercise is: its stub's function, the reference, the tests, and the deliberately wrong variants.
+"""What an exercise is: the stub's function, its reference, cases with fresh inputs, known-wrong variants.
 
-An ``Exercise`` names the function a student writes in ``exercises/<id>_<topic>/<topic>.py``. Its
-``reference`` is a thin adapter over minidiff's own functions with exactly the stub's signature. Each
-``Test`` builds fresh, explicit inputs (seeded generators, never the global RNG) and raises
-``Failure`` with a message when the implementation under test gets something wrong. Each
-``Variant`` is a plausible mistake: ``--check`` proves every one is caught, and when a student's
-output equals a variant's, its ``hint`` is shown.
+A ``Case`` draws its inputs from a generator seeded by the grading run (the seed is in the report),
+so no table of answers to fixed inputs helps and a teacher can rerun a grading exactly. By default
+a case compares the student's output with the reference's on those inputs; a case with ``check``
+looks at the child's whole record instead (what a model was called with, the gradients).
 """
 
 from __future__ import annotations
 
 import inspect
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -21,14 +19,7 @@ from torch import Tensor
 Inputs = dict[str, Any]
 SCHEDULE_TOL = (1e-12, 1e-9)  # (atol, rtol) for float64 schedules: agreement to ~float64 round-off
 FLOAT32_TOL = (1e-5, 1e-4)  # (atol, rtol) for float32 tensors: a few float32 ulps on unit-scale values
-
-
-class Failure(Exception):
-    """A test found a mistake; the message is shown to the student as is."""
-
-
-class NotStarted(Exception):
-    """The implementation raised NotImplementedError: the stub is untouched."""
+T_STEPS = 1000  # the number of diffusion steps of every schedule an exercise is given (Ho et al. 2020)
 
 
 @dataclass(frozen=True)
@@ -41,17 +32,26 @@ class Variant:
 
 
 @dataclass(frozen=True)
-class Test:
-    """One graded check: ``run(ctx)`` returns on success and raises ``Failure`` otherwise."""
+class Case:
+    """One graded check: inputs drawn by ``make(generator)``; the output compared with the reference's.
+
+    ``dtypes``: output dtypes that are right besides the reference's. ``expected(inputs)``, when
+    given, is the answer instead of the reference's (a closed form). ``check(inputs, record)``
+    replaces the comparison and returns a failure message, or None when the record is right.
+    """
 
     name: str
     points: int
-    run: Callable[[Any], None]
+    make: Callable[[torch.Generator], Inputs]
+    tol: tuple[float, float] = FLOAT32_TOL
+    dtypes: tuple[torch.dtype, ...] = ()
+    expected: Callable[[Inputs], Tensor] | None = None
+    check: Callable[[Inputs, dict], str | None] | None = None
 
 
 @dataclass(frozen=True)
 class Exercise:
-    """One exercise: the stub's function, its reference, its tests and the wrong variants it must catch."""
+    """One exercise: the stub's function, its reference, its cases and the wrong variants they must catch."""
 
     id: str  # "ex03"
     topic: str  # "q_sample": the folder is ex03_q_sample/, the file q_sample.py
@@ -59,10 +59,11 @@ class Exercise:
     function: str  # the name the stub defines
     notebook: str  # where the idea is taught
     reference: Callable[..., Any]
-    tests: tuple[Test, ...]
+    cases: tuple[Case, ...]
     variants: tuple[Variant, ...]
     error_hints: tuple[tuple[str, str], ...] = ()  # (regex on "Type: message" of an exception, hint)
-    forbidden: tuple[str, ...] = ()  # names (beyond minidiff) a solution may not use, e.g. a fused torch kernel
+    forbidden: tuple[str, ...] = ()  # torch objects (dotted) a solution may not use, e.g. a fused kernel
+    t0_hint: str = ""  # shown when only the samples at t = 0 of a batch are wrong
     params: tuple[str, ...] = field(default=(), init=False)  # the stub's parameters, from the reference
 
     def __post_init__(self) -> None:
@@ -78,28 +79,27 @@ class Exercise:
 
     @property
     def max_points(self) -> int:
-        return sum(test.points for test in self.tests)
-
-    def variant(self, name: str) -> Variant:
-        for variant in self.variants:
-            if variant.name == name:
-                return variant
-        raise KeyError(name)
+        return sum(case.points for case in self.cases)
 
 
-def generator(seed: int) -> torch.Generator:
-    """A CPU generator seeded with ``seed``: every input a test builds comes from one of these."""
-    return torch.Generator().manual_seed(seed)
+def randn(g: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Standard normal tensor of ``shape`` drawn from ``g``."""
+    return torch.randn(*shape, generator=g, dtype=dtype)
 
 
-def randn(*shape: int, seed: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Standard normal tensor of ``shape`` drawn from its own seeded generator."""
-    return torch.randn(*shape, generator=generator(seed), dtype=dtype)
+def randint(g: torch.Generator, low: int, high: int, n: int = 1) -> list[int]:
+    """``n`` integers in [low, high) drawn from ``g``."""
+    return torch.randint(low, high, (n,), generator=g).tolist()
 
 
-def unit_rows(*shape: int, seed: int) -> Tensor:
+def uniform(g: torch.Generator, low: float, high: float) -> float:
+    """One float in [low, high) drawn from ``g``."""
+    return low + (high - low) * torch.rand((), generator=g, dtype=torch.float64).item()
+
+
+def unit_rows(g: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """Random rows of unit L2 norm along the last dimension."""
-    x = randn(*shape, seed=seed)
+    x = randn(g, *shape, dtype=dtype)
     return x / x.norm(dim=-1, keepdim=True)
 
 
@@ -109,11 +109,6 @@ def broadcast_like(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
 
 
 def noised(alpha_bar: Tensor, t: Tensor, x0: Tensor, noise: Tensor) -> Tensor:
-    """sqrt(ab_t) x0 + sqrt(1 - ab_t) noise with plain indexing (t = -1 wraps): for building wrong variants."""
+    """sqrt(ab_t) x0 + sqrt(1 - ab_t) noise, plain indexing (t = -1 wraps): for building wrong variants."""
     ab = broadcast_like(alpha_bar, t, x0)  # (B, 1, ..., 1)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-
-
-def log_inverse_temperature(temperature: float) -> float:
-    """CLIP's logit_scale for a temperature: log(1 / temperature) (Radford et al. 2021, sec. 2.5)."""
-    return math.log(1.0 / temperature)
