@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from minidiff.checkpoint import checkpoint_exists, load_checkpoint, load_into, save_checkpoint, write_run_manifest
 
 LOSS_EXPLODED = 1e4  # a loss this far above any stage's starting loss means the run has blown up
-DIVERGED_FACTOR = 20.0  # smoothed loss this many times its best so far (after warm-up): diverged
+DIVERGED_FACTOR = 20.0  # smoothed loss this many times its best so far: diverged
 UNHEALTHY_FACTOR = 5.0  # a checkpoint is written only while the step's loss is within 5x the best
 SMOOTHING = 0.98  # exponential smoothing of the loss for the divergence test
 LOSS_FLOOR = 1e-12  # "best" is never taken below this, so a loss of exactly 0 does not make every loss a jump
@@ -137,6 +137,8 @@ def fit(stage: Stage, out: Optional[Path] = None, checkpoint_every: int = 0, res
         _load_optimizer(opt, state)
         info = saved["extra"]
         step, smooth, best, losses, last_healthy = info["step"], info["smooth"], info["best"], info["losses"], info["step"]
+        if on_checkpoint is not None and rank == 0:  # a kill may have come between the state and what follows it
+            on_checkpoint(ema if ema is not None else model, step)
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else torch.autocast("cpu", enabled=False))
@@ -166,17 +168,15 @@ def fit(stage: Stage, out: Optional[Path] = None, checkpoint_every: int = 0, res
         value = _mean_over_ranks(loss.item(), world, device)
         # 1. divergence: a NaN, an explosion, or the smoothed loss far above its best
         smooth = value if smooth is None or not math.isfinite(smooth) else SMOOTHING * smooth + (1 - SMOOTHING) * value
-        if step >= stage.warmup_steps:
-            best = max(LOSS_FLOOR, min(best, smooth))
+        best = max(LOSS_FLOOR, min(best, smooth))
         if not math.isfinite(value) or value > LOSS_EXPLODED or smooth > DIVERGED_FACTOR * best:
             bar.close()  # so the message starts on a line of its own
             kept = (f"the last healthy checkpoint, step {last_healthy}, is kept in {path}" if last_healthy is not None
                     and path is not None else "no healthy checkpoint exists")
             raise TrainingDiverged(f"{stage.name} training diverged at step {step}: loss {value:.4g} (smoothed "
                                    f"{smooth:.4g}, best {best:.4g}); {kept}. Lower its lr (now {stage.lr:g}).")
-        # 2. checkpoint the weights that just produced this healthy loss, before they change (step 0 too:
-        #    a run that diverges at once still keeps its start)
-        if checkpoint_every and step % checkpoint_every == 0 and (step > first or step == 0) and value <= UNHEALTHY_FACTOR * best:
+        # 2. checkpoint the weights that just produced this healthy loss, before they change
+        if checkpoint_every and step % checkpoint_every == 0 and step > first and value <= UNHEALTHY_FACTOR * best:
             checkpoint(step)
         # 3. one optimiser step with clipped gradients
         opt.zero_grad(set_to_none=True)

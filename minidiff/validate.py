@@ -155,7 +155,7 @@ def training_config(args: argparse.Namespace, out: Path) -> Any:
     """The TrainConfig to run: the preset (chosen by --data when not given) with the options applied, or
     with --resume the run's own settings (which explicit options must then match)."""
     from minidiff.runs import STAGES, run_config
-    from minidiff.training import PRESETS, train_config
+    from minidiff.training import PRESETS, TrainConfig, train_config
 
     if args.preset is not None and args.preset not in PRESETS:
         raise UserError(f"--preset={args.preset!r} is not known; choose one of {', '.join(sorted(PRESETS))}")
@@ -180,21 +180,26 @@ def training_config(args: argparse.Namespace, out: Path) -> Any:
     if args.resume and not stages:
         raise UserError(f"--resume: --out={str(out)!r} holds no checkpoint to resume (none of "
                         f"{', '.join(STAGES)}); leave out --resume to train from scratch")
-    saved = run_config(out)
-    if saved is None:  # a run killed before its first stage finished starts again
+    state = read_metadata(out / "unet_state", verify=False)["extra"] if checkpoint_exists(out / "unet_state") else {}
+    try:
+        saved = run_config(out) or (TrainConfig(**state["train_config"]) if "train_config" in state else None)
+    except TypeError as err:
+        raise UserError(f"--resume: the settings saved in {out} cannot be read ({err})") from None
+    if saved is None and args.resume and args.preset is None:
+        raise UserError(f"--resume: the run in {out} has no run.json with its settings; pass the --preset "
+                        f"(and --steps, --seed) it was started with")
+    if saved is None:  # a new run, or an old one without its settings: the preset decides
         return train_config(preset, **overrides)
     config = train_config(args.preset, **overrides) if args.preset else dataclasses.replace(saved, **overrides)
     wanted, old = (json.loads(json.dumps(dataclasses.asdict(c))) for c in (config, saved))  # tuples -> lists
     if differ := [f"{k}={v!r} (asked: {wanted.get(k)!r})" for k, v in sorted(old.items()) if v != wanted.get(k)]:
         raise UserError(f"--resume: the run in {out} was trained with other settings: {'; '.join(differ)}; "
                         f"resume it with its own settings or choose another --out")
-    if checkpoint_exists(out / "unet_state"):
-        extra = read_metadata(out / "unet_state", verify=False)["extra"]
-        if extra.get("step", 0) >= config.steps:
-            loss = f", loss {extra['loss']:.4g}" if isinstance(extra.get("loss"), float) else ""
-            print(f"{out} is already finished: step {extra['step']} of {config.steps}{loss}; nothing to train. "
-                  f"Sample with: python -m minidiff sample \"...\" --weights {out}")
-            return None
+    if state.get("step", 0) >= config.steps:
+        loss = f", loss {state['loss']:.4g}" if isinstance(state.get("loss"), float) else ""
+        print(f"{out} is already finished: step {state['step']} of {config.steps}{loss}; nothing to train. "
+              f"Sample with: python -m minidiff sample \"...\" --weights {out}")
+        return None
     return config
 
 

@@ -71,7 +71,7 @@ SCRIPT = textwrap.dedent("""
     ck.os = killer
     train_denoiser(config, run, encoder, tokenizer, device="cpu", progress=False)  # the uninterrupted run
     ck.os = os
-    want = {name: load(run, name)[0] for name in ("train_state", "unet")}
+    want = {name: load(run, name)[0] for name in ("unet_state", "unet")}
     print(json.dumps({"per_checkpoint": per_checkpoint, "kills": len(killer.kills)}), flush=True)
     for copy, op, files in killer.kills:
         report = {"copy": copy, "op": op, "files": files}
@@ -108,10 +108,10 @@ def run_faults(tmp_path, steps, every, attack):
 
 def test_a_kill_at_every_write_boundary_of_a_checkpoint_resumes_exactly(tmp_path):
     """Steps 6, a checkpoint every 2. Attacked: the checkpoint at step 4 (one before it, one after) and
-    the last, at step 6, where a kill after train_state's rename but before unet's leaves a finished run
+    the last, at step 6, where a kill after unet_state's rename but before unet's leaves a finished run
     whose sampling weights are a checkpoint behind: resume must write them, not only call it finished."""
     summary, kills = run_faults(tmp_path, steps=6, every=2, attack=(1, 2))
-    # five atomic writes (train_state, its .json, unet, its .json, manifest), each: open, write, fsync,
+    # five atomic writes (unet_state, its .json, unet, its .json, manifest), each: open, write, fsync,
     # rename, then open and fsync the folder
     assert summary["per_checkpoint"] == 30 and summary["kills"] == 60 == len(kills)
     assert {k["op"] for k in kills} == {"open", "write", "fsync", "replace"}

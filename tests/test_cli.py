@@ -90,9 +90,9 @@ def test_train_then_sample_from_the_run(tmp_path):
     stopped = tmp_path / "stopped"
     assert cli.main(["train", "--preset", "tiny", "--out", str(stopped), "--device", "cpu",
                      "--minutes", "1e-6"]) == 0
-    assert load_checkpoint(stopped / "train_state")[1]["extra"]["step"] < 20
+    assert load_checkpoint(stopped / "unet_state")[1]["extra"]["step"] < 20
     assert cli.main(["train", "--resume", "--out", str(stopped), "--device", "cpu"]) == 0
-    a, b = load_checkpoint(run_dir / "train_state")[0], load_checkpoint(stopped / "train_state")[0]
+    a, b = load_checkpoint(run_dir / "unet_state")[0], load_checkpoint(stopped / "unet_state")[0]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # resuming the finished run says so, with its last loss, and trains nothing
     result = run("train", "--resume", "--out", str(run_dir), "--device", "cpu")
@@ -115,7 +115,7 @@ def test_resume_of_a_finished_run_trains_nothing(tmp_path, capsys):
     from minidiff.training import train_config
 
     info = {"step": 20, "loss": 0.0625, "train_config": dataclasses.asdict(train_config("tiny"))}
-    save_checkpoint(tmp_path / "train_state", {"w": torch.zeros(1)}, {}, info)
+    save_checkpoint(tmp_path / "unet_state", {"w": torch.zeros(1)}, {}, info)
     assert cli.main(["train", "--resume", "--out", str(tmp_path), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert f"{tmp_path} is already finished: step 20 of 20, loss 0.0625; nothing to train" in out

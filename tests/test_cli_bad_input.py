@@ -159,7 +159,7 @@ def places(tmp_path_factory):
     run = root / "run"  # a finished tiny run, as far as --resume can tell
     info = {"step": 20, "loss": 0.25, "train_config": dataclasses.asdict(train_config("tiny"))}
     save_checkpoint(run / "text_encoder", {"w": torch.zeros(2)}, {"dim": 2}, {"kind": "text_encoder"})
-    save_checkpoint(run / "train_state", {"w": torch.zeros(2)}, {"a": 1}, info)
+    save_checkpoint(run / "unet_state", {"w": torch.zeros(2)}, {"a": 1}, info)
     from minidiff.pipeline import WEIGHTS_DIR
 
     corrupt = root / "corrupt"  # a copy of the shipped pipeline with a run manifest and one flipped byte
