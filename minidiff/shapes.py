@@ -47,7 +47,7 @@ MAX_TRIES = 1000  # rejection rounds before a config is declared impossible
 NO_ARTICLE, COLOUR_LAST = 1, 3  # templates whose objects read "large red circle", "a large circle in red"
 WHERE_PHRASES = ("at the {where}", ", {where}", "in the {where}", "at the {where}", "sits at the {where}")
 CORNERS = ("top left", "top right", "bottom left", "bottom right")  # template 2 says "in the top left corner"
-WORD_PATTERN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[^\sa-z0-9]")  # words, or any single symbol
+WORD_PATTERN = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*|[^\s\w]|_")  # words (any alphabet), or one symbol
 DROPPED = "."  # full stops carry no meaning in a caption and are dropped; commas are tokens
 SCENE_PHRASES = ("{objects} on a {bg} background", "{objects}, {bg} background", "a {bg} background with {objects}",
                  "{objects}, {bg} background", "on a {bg} background, {objects}")
