@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from minidiff.shapes import (BACKGROUNDS, HALF_EXTENT, KIND_WEIGHTS, KINDS, POSITIONS, RELATIONS, RGB, SHAPES, TEMPLATES,
+from minidiff.shapes import (BACKGROUNDS, HALF_EXTENT, KIND_WEIGHTS, KINDS, RELATIONS, RGB, SHAPES, TEMPLATES,
                              Object, Scene, ShapesConfig, caption, captions_for, describe, fits, make_shapes,
                              parse_caption, relation_holds, render, sample_scenes, split_words, vocabulary)
 from minidiff.data import hf_dataset, image_folder_dataset
