@@ -94,7 +94,8 @@ def execute(path: Path, threads: int) -> float:
     from nbclient import NotebookClient
 
     os.environ.pop("MINIDIFF_FAST", None)
-    os.environ.update(MINIDIFF_THREADS=str(threads), OMP_NUM_THREADS=str(threads), MPLBACKEND="Agg")
+    os.environ.pop("MPLBACKEND", None)  # the kernel's inline backend, so every figure is kept in the notebook
+    os.environ.update(MINIDIFF_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
