@@ -25,7 +25,7 @@ import nbformat
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CELL_TIMEOUT_S = 1800  # one cell of a full run may train for minutes on a busy 2-core machine
-RUN_TIME = re.compile(r"\*\*Full-mode run time:\*\* [\d.]+ s measured with \d+ torch threads?")
+RUN_TIME = re.compile(r"\*\*Full-mode run time:\*\* (?:[\d.]+ s measured with \d+ torch threads?|not measured yet[^)]*\))")
 CODE = re.compile(r"```.*?```|`[^`]*`", re.S)  # fenced and inline code: names and settings, not measurements
 QUOTED = re.compile(r"(?<![\w.])(\d[\d,]*(?:\.\d+)?(?:e-?\d+)?)(%|x(?![\w]))?")
 PRINTED = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
