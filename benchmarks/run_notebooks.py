@@ -25,7 +25,8 @@ import nbformat
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CELL_TIMEOUT_S = 1800  # one cell of a full run may train for minutes on a busy 2-core machine
-RUN_TIME = re.compile(r"\*\*Full-mode run time:\*\* (?:[\d.]+ s measured with \d+ torch threads?|not measured yet[^)]*\))")
+RUN_TIME = re.compile(r"\*\*Full-mode run time:\*\* "
+                      r"(?:[\d.]+ s measured with \d+ torch threads?|not measured yet[^)]*\))")
 CODE = re.compile(r"```.*?```|`[^`]*`", re.S)  # fenced and inline code: names and settings, not measurements
 QUOTED = re.compile(r"(?<![\w.])(\d[\d,]*(?:\.\d+)?(?:e-?\d+)?)(%|x(?![\w]))?")
 PRINTED = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
@@ -80,7 +81,8 @@ def unmatched(nb: nbformat.NotebookNode) -> list[str]:
     missing = [f"cell {i}: {q}" for i, cell in enumerate(nb.cells) if cell.cell_type == "markdown"
                for q in quoted_numbers(cell.source) if not appears(q, printed)]
     measured = nb.metadata.get("minidiff", {})
-    if measured and run_time_sentence(measured["full_mode_seconds"], measured["threads"]) not in nb.cells[0].source:
+    sentence = run_time_sentence(measured["full_mode_seconds"], measured["threads"]) if measured else ""
+    if sentence not in nb.cells[0].source:
         missing.append(f"cell 0: the run time is not the measured {measured['full_mode_seconds']} s")
     return missing
 
@@ -90,7 +92,7 @@ def run_time_sentence(seconds: float, threads: int) -> str:
 
 
 def execute(path: Path, threads: int) -> float:
-    """Run ``path`` top to bottom in full mode, write it back with outputs and its run time; return seconds."""
+    """Run ``path`` in full mode; write it back with its outputs and run time; return the seconds."""
     from nbclient import NotebookClient
 
     os.environ.pop("MINIDIFF_FAST", None)
@@ -116,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--check", action="store_true", help="only check the numbers; execute nothing")
     args = parser.parse_args(argv)
-    paths = sorted(p for p in NOTEBOOKS.glob("*.ipynb") if not args.names or p.name.startswith(tuple(args.names)))
+    wanted = tuple(args.names) or ("",)
+    paths = sorted(p for p in NOTEBOOKS.glob("*.ipynb") if p.name.startswith(wanted))
     if not paths:
         print(f"no notebook in {NOTEBOOKS} starts with {args.names}", file=sys.stderr)
         return 2

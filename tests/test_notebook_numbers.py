@@ -1,4 +1,7 @@
-"""Every measurement a notebook's text quotes is printed by the notebook itself (benchmarks/run_notebooks.py)."""
+"""Every measurement a notebook's text quotes is printed by the notebook itself.
+
+The check lives in benchmarks/run_notebooks.py, which also re-executes the notebooks.
+"""
 
 import sys
 from pathlib import Path
@@ -42,7 +45,8 @@ def test_appears_compares_to_the_quoted_digits(quoted, printed, expected):
 def test_unmatched_names_the_cell_and_the_stale_run_time():
     nb = _notebook([run_time_sentence(38, 1), "loss 0.24 and 76%"], "loss 0.2412\noff-mode: 0.758")
     assert unmatched(nb) == []
-    nb = _notebook([run_time_sentence(40, 1), "loss 0.25 and 49%"], "loss 0.2412\noff-mode: 0.758", seconds=38)
+    printed = "loss 0.2412\noff-mode: 0.758"
+    nb = _notebook([run_time_sentence(40, 1), "loss 0.25 and 49%"], printed, seconds=38)
     assert unmatched(nb) == ["cell 1: 0.25", "cell 1: 49%", "cell 0: the run time is not the measured 38 s"]
     assert not executed(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]))
 
@@ -51,5 +55,5 @@ def test_unmatched_names_the_cell_and_the_stale_run_time():
 def test_committed_notebook_quotes_only_its_outputs(path):
     nb = nbformat.read(path, as_version=4)
     if not executed(nb):
-        pytest.skip(f"{path.name} is committed without outputs; run benchmarks/run_notebooks.py {path.name[:2]}")
+        pytest.skip(f"{path.name} has no outputs: python benchmarks/run_notebooks.py {path.name[:2]}")
     assert unmatched(nb) == []
