@@ -21,6 +21,7 @@ from torch import Tensor
 from minidiff.schedule import NoiseSchedule, q_sample
 
 PANEL = 2.2  # inches per image panel
+FRAME_GREY = 128  # grid gaps and panel frames: mid-grey, so white tiles do not melt into a white page
 POINT_LIM = 2.6  # axis half-width for 2-D plots: every dataset lies within radius ~2.5
 DATA_COLOUR, GAN_COLOUR, DIFF_COLOUR = "tab:gray", "tab:red", "tab:blue"
 
@@ -31,7 +32,7 @@ def to_uint8(images: Tensor) -> np.ndarray:
     return x.movedim(-3, -1).numpy()  # (..., H, W, 3)
 
 
-def image_grid(images: Tensor, nrow: int = 8, padding: int = 1, pad_value: int = 255) -> np.ndarray:
+def image_grid(images: Tensor, nrow: int = 8, padding: int = 1, pad_value: int = FRAME_GREY) -> np.ndarray:
     """Tile images (N, 3, H, W) in [-1, 1] into one uint8 picture (rows * (H + p) + p, nrow * (W + p) + p, 3).
 
     Images fill rows left to right; ``padding`` pixels of ``pad_value`` separate them and frame the grid.
@@ -74,7 +75,9 @@ def _figure(ncols: int, nrows: int = 1, size: float = PANEL) -> tuple[Figure, np
 def _show_image(ax: Axes, image: Tensor, title: str = "") -> None:
     ax.imshow(to_uint8(image), interpolation="nearest")
     ax.set_title(title, fontsize=9)
-    ax.set_axis_off()
+    ax.set_xticks([]), ax.set_yticks([])  # no ticks, but a grey frame around the image
+    for spine in ax.spines.values():
+        spine.set_edgecolor(str(FRAME_GREY / 255))
 
 
 def denoising_strip(frames: Sequence[Tensor], titles: Sequence[str] | None = None) -> Figure:

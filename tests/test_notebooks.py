@@ -9,10 +9,11 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
-def test_the_notebooks_are_the_nine_of_the_course():
+def test_the_notebooks_are_the_twelve_of_the_course():
     assert [p.stem for p in NOTEBOOKS] == [
         "00_quickstart", "01_forward_noising", "02_diffusion_in_2d", "03_unet_denoiser", "04_samplers",
         "05_text_encoder", "06_conditioning_and_guidance", "07_latent_diffusion", "08_seeds_and_resolution",
+        "09_what_training_data_decides", "10_the_full_loop", "11_why_is_my_sample_noise",
     ]
 
 
