@@ -47,8 +47,10 @@ def test_grid_of_one_row_and_channel_order():
 
 
 def test_grid_rejects_bad_input():
-    with pytest.raises(ValueError, match="3, H, W"):
-        image_grid(torch.zeros(2, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\) or \(N, 1, H, W\)"):
+        image_grid(torch.zeros(2, 2, 4, 4))
+    grey = image_grid(torch.full((1, 1, 2, 2), 0.0), padding=0)  # grayscale is drawn as grey RGB
+    assert grey.shape == (2, 2, 3) and (grey == 128).all()
     with pytest.raises(ValueError, match="nrow"):
         image_grid(torch.zeros(2, 3, 4, 4), nrow=0)
 
