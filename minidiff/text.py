@@ -168,7 +168,7 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, keep: Tensor) -> Tensor:
         """x (B, L, D); keep (B, L) bool, False at <pad>: no token attends to a pad token."""
-        # (B, H, L, Dh)
+        # q, k, v: (B, H, L, Dh) each
         q, k, v = rearrange(self.qkv(self.norm1(x)), "b l (n h d) -> n b h l d", n=3, h=self.heads)
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])  # (B, H, L, Dh)
         x = x + self.proj(rearrange(a, "b h l d -> b l (h d)"))  # (B, L, D)
