@@ -317,9 +317,9 @@ PRESETS: dict[str, TrainConfig] = {
     "shapes-pixel-gpu": TrainConfig(**_PIXEL_GPU),
     "digits": TrainConfig(data="digits", data_options={}, resolution=16, unet="cpu-pixel", latent=False,
                           steps=1500, warmup_steps=100, sample_every=500, text_steps=150, judge_steps=300),
+    # any stored data set: train --data PATH picks this
     "images": TrainConfig(data="digits", data_options={}, unet="cpu-pixel", latent=False, steps=3000,
-                          text_steps=300,
-                          judge_steps=600),  # any stored data set: train --data PATH picks this
+                          text_steps=300, judge_steps=600),
     "digits-gpu": TrainConfig(data="digits", data_options={}, resolution=16, judge_steps=300,
                               **{**_PIXEL_GPU, "steps": 5000}),
     # 28 -> 32 px, 1 channel
@@ -329,9 +329,8 @@ PRESETS: dict[str, TrainConfig] = {
     "cifar10-gpu": TrainConfig(data="cifar10", data_options={}, judge_steps=3000, judge_bar=0.6,
                                **_PIXEL_GPU),
     "butterflies-gpu": TrainConfig(data="huggan/smithsonian_butterflies_subset", data_options={},
-                                   resolution=64,
-                                   unet="gpu-latent", batch_size=64, lr=2e-4, steps=20000, text_preset="gpu",
-                                   text_bar=0.0, vae_bar=0.0),
+                                   resolution=64, unet="gpu-latent", batch_size=64, lr=2e-4, steps=20000,
+                                   text_preset="gpu", text_bar=0.0, vae_bar=0.0),
     "tiny": TrainConfig(**_TINY),
     "tiny-pixel": TrainConfig(**{**_TINY, "latent": False, "unet": "cpu-pixel",
                                  "unet_overrides": {**_TINY["unet_overrides"], "attention_levels": (1,)}}),
