@@ -83,8 +83,8 @@ def lr_at(stage: Stage, step: int) -> float:
     if step < stage.warmup_steps:
         return stage.lr * (step + 1) / stage.warmup_steps
     progress = min(1.0, (step - stage.warmup_steps) / max(1, stage.steps - stage.warmup_steps))
-    cosine = 0.5 * (1 + math.cos(math.pi * progress))  # 1 -> 0
-    return stage.lr * (stage.min_lr_share + (1 - stage.min_lr_share) * cosine)
+    share = stage.min_lr_share
+    return stage.lr * (share + (1 - share) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def distributed() -> tuple[int, int]:
