@@ -26,7 +26,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -60,8 +60,9 @@ def write_report(path: str, report: dict[str, Any]) -> None:
     print(f"wrote {path} ({report['wall_s']:.0f} s)")
 
 
-def prepare_stages(config: TrainConfig, out: Path, text_encoder: Optional[str] = None, vae: Optional[str] = None,
-                   batch_scale: float = 1.0, device: str = "cpu") -> tuple[TextEncoder, Tokenizer, Optional[VAE], dict[str, float]]:
+def prepare_stages(config: TrainConfig, out: Path, text_encoder: str | None = None, vae: str | None = None,
+                   batch_scale: float = 1.0,
+                   device: str = "cpu") -> tuple[TextEncoder, Tokenizer, VAE | None, dict[str, float]]:
     """The frozen stages a U-Net trains against, saved into ``out`` (the layout ``load_pipeline`` reads).
 
     A given checkpoint stem is loaded; otherwise the stage is trained from scratch with the config's
@@ -71,7 +72,8 @@ def prepare_stages(config: TrainConfig, out: Path, text_encoder: Optional[str] =
     timings: dict[str, float] = {}
     if text_encoder is None:
         start = time.perf_counter()
-        clip = train_clip(config.text_preset, steps=config.text_steps, batch_size=max(2, int(128 * batch_scale)),
+        clip = train_clip(config.text_preset, steps=config.text_steps,
+                          batch_size=max(2, int(128 * batch_scale)),
                           seed=config.seed, device=device, resolution=config.resolution, progress=False)
         timings["text_encoder_s"] = time.perf_counter() - start
         save_text_encoder(clip, clip.tokenizer, out / "text_encoder")
@@ -84,8 +86,8 @@ def prepare_stages(config: TrainConfig, out: Path, text_encoder: Optional[str] =
         if vae is None:
             start = time.perf_counter()
             model = train_vae(VAEConfig.from_preset(config.vae_preset), steps=config.vae_steps,
-                              batch_size=max(1, int(config.vae_batch_size * batch_scale)), seed=config.seed, device=device,
-                              resolution=config.resolution, progress=False)
+                              batch_size=max(1, int(config.vae_batch_size * batch_scale)), seed=config.seed,
+                              device=device, resolution=config.resolution, progress=False)
             timings["vae_s"] = time.perf_counter() - start
         else:
             model = load_vae(vae)
@@ -94,12 +96,12 @@ def prepare_stages(config: TrainConfig, out: Path, text_encoder: Optional[str] =
     return encoder, tokenizer, model, timings
 
 
-def shipped(name: str) -> Optional[str]:
+def shipped(name: str) -> str | None:
     """The shipped checkpoint stem ``minidiff/weights/<name>`` if it exists, else None."""
     return str(WEIGHTS / name) if (WEIGHTS / f"{name}.json").exists() else None
 
 
-def step_speed(config: TrainConfig, text_encoder: TextEncoder, tokenizer: Tokenizer, vae: Optional[VAE],
+def step_speed(config: TrainConfig, text_encoder: TextEncoder, tokenizer: Tokenizer, vae: VAE | None,
                steps: int = 10, warmup: int = 2, device: str = "cpu") -> dict[str, Any]:
     """Seconds per U-Net training step as ``training.fit`` runs it, and the share spent making batches.
 
@@ -119,9 +121,10 @@ def step_speed(config: TrainConfig, text_encoder: TextEncoder, tokenizer: Tokeni
             "unet_s": step_s - data_s, "step_s": step_s, "images_per_s": config.batch_size / step_s}
 
 
-def adherence_curve(config: TrainConfig, out: Path, text_encoder: TextEncoder, tokenizer: Tokenizer, vae: Optional[VAE],
-                    minutes: float, chunk_minutes: float, prompts: list[str], target: Optional[float] = None,
-                    device: str = "cpu", label: str = "", sampling: Optional[dict[str, Any]] = None,
+def adherence_curve(config: TrainConfig, out: Path, text_encoder: TextEncoder, tokenizer: Tokenizer,
+                    vae: VAE | None,
+                    minutes: float, chunk_minutes: float, prompts: list[str], target: float | None = None,
+                    device: str = "cpu", label: str = "", sampling: dict[str, Any] | None = None,
                     raw: bool = False) -> list[dict[str, Any]]:
     """Train ``config``'s U-Net from scratch in ``out`` for up to ``minutes`` of training time, scoring
     adherence of its EMA weights on ``prompts`` after every ``chunk_minutes``; stops early once "all"
@@ -140,14 +143,17 @@ def adherence_curve(config: TrainConfig, out: Path, text_encoder: TextEncoder, t
         trained_s += result["seconds"]
         start = time.perf_counter()
         scores = {}
-        for name, unet in (("", load_unet(out / "unet", device)[0]), ("_raw", raw_unet(out, device) if raw else None)):
+        for name, unet in (("", load_unet(out / "unet", device)[0]),
+                           ("_raw", raw_unet(out, device) if raw else None)):
             if unet is not None:
                 pipe = Pipeline(unet, text_encoder.to(device), tokenizer, schedule, vae, config.resolution)
-                adherence = prompt_adherence(generate(pipe, prompts, **(sampling or SAMPLING)), prompts, judge)
+                adherence = prompt_adherence(generate(pipe, prompts, **(sampling or SAMPLING)), prompts,
+                                             judge)
                 scores.update(adherence if not name else {"all_raw": adherence["all"]})
-        rows.append({"run": label, "step": result["step"], "train_min": trained_s / 60, "loss": result["loss"],
-                     **scores, "eval_s": time.perf_counter() - start})
-        columns = ["run", "step", "train_min", "loss", *SCORE_COLUMNS, *(["all_raw"] if raw else []), "eval_s"]
+        rows.append({"run": label, "step": result["step"], "train_min": trained_s / 60,
+                     "loss": result["loss"], **scores, "eval_s": time.perf_counter() - start})
+        columns = ["run", "step", "train_min", "loss", *SCORE_COLUMNS, *(["all_raw"] if raw else []),
+                   "eval_s"]
         print(format_table(rows[-1:], columns, header=len(rows) == 1, width=8), flush=True)
         if (target is not None and scores["all"] >= target) or result["step"] >= config.steps:
             break
@@ -158,53 +164,69 @@ def raw_unet(out: Path, device: str = "cpu") -> UNet:
     """The raw (not averaged) U-Net weights of the last checkpoint in ``out``/unet_state, in eval mode."""
     state, meta = load_checkpoint(out / "unet_state", map_location=device)
     unet = UNet(UNetConfig(**meta["config"]))
-    return load_into(unet, {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}, "U-Net").to(device).eval()
+    return load_into(unet, {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")},
+                     "U-Net").to(device).eval()
 
 
 def first_reaching(rows: list[dict[str, Any]], target: float) -> dict[str, Any]:
     """When a curve first got "all" >= target (train_min), or the best it reached within its budget."""
     hit = next((r for r in rows if r["all"] >= target), None)
-    best = max(rows, key=lambda r: r["all"]) if rows else {"all": float("nan"), "train_min": float("nan"), "step": 0}
-    return {"reached": hit is not None, "train_min": (hit or best)["train_min"], "step": (hit or best)["step"],
+    best = max(rows, key=lambda r: r["all"]) if rows else {"all": float("nan"), "train_min": float("nan"),
+                                                           "step": 0}
+    return {"reached": hit is not None, "train_min": (hit or best)["train_min"],
+            "step": (hit or best)["step"],
             "best_all": best["all"], "budget_min": rows[-1]["train_min"] if rows else 0.0}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="U-Net training budget of the curve")
     parser.add_argument("--chunk", type=float, default=1.0, help="minutes of training between evaluations")
     parser.add_argument("--prompts", type=int, default=50, help="evaluation prompts scored after each chunk")
-    parser.add_argument("--speed-steps", type=int, default=10, help="timed steps per preset (after 2 warm-up steps)")
-    parser.add_argument("--text-encoder", default=shipped("text_encoder"), help="checkpoint stem (default: shipped, else train)")
-    parser.add_argument("--vae", default=shipped("vae"), help="checkpoint stem (default: shipped, else untrained)")
-    parser.add_argument("--raw", action="store_true", help="also score the raw (not EMA) weights after each chunk")
+    parser.add_argument("--speed-steps", type=int, default=10,
+                        help="timed steps per preset (after 2 warm-up steps)")
+    parser.add_argument("--text-encoder", default=shipped("text_encoder"),
+                        help="checkpoint stem (default: shipped, else train)")
+    parser.add_argument("--vae", default=shipped("vae"),
+                        help="checkpoint stem (default: shipped, else untrained)")
+    parser.add_argument("--raw", action="store_true",
+                        help="also score the raw (not EMA) weights after each chunk")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="keep the run here (default: a temporary folder)")
-    parser.add_argument("--fast", action="store_true", help="tiny batches and budgets: checks the script runs")
+    parser.add_argument("--fast", action="store_true",
+                        help="tiny batches and budgets: checks the script runs")
     parser.add_argument("--json", default=None, help="default: benchmarks/results/train_pixel[_fast].json")
     args = parser.parse_args()
     args.json = args.json or f"benchmarks/results/train_pixel{'_fast' if args.fast else ''}.json"
     torch.set_num_threads(args.threads)
     fast = FAST if args.fast else {}
     if args.fast:
-        args.minutes, args.chunk, args.prompts, args.speed_steps = min(args.minutes, 0.4), min(args.chunk, 0.2), min(args.prompts, 8), 2
+        args.minutes, args.chunk = min(args.minutes, 0.4), min(args.chunk, 0.2)
+        args.prompts, args.speed_steps = min(args.prompts, 8), 2
     pixel, latent = train_config("shapes-pixel", **fast), train_config("shapes-latent", **fast)
     load_start = [round(x, 2) for x in os.getloadavg()]  # other work on the machine slows every timing
     wall = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
-        text_encoder, tokenizer, _, stage_s = prepare_stages(pixel, out / "pixel", args.text_encoder, None, 0.125 if args.fast else 1.0)
-        vae = load_vae(args.vae) if args.vae else VAE(VAEConfig.from_preset(latent.vae_preset)).eval()  # cost only
+        text_encoder, tokenizer, _, stage_s = prepare_stages(pixel, out / "pixel", args.text_encoder, None,
+                                                             0.125 if args.fast else 1.0)
+        # cost only
+        vae = load_vae(args.vae) if args.vae else VAE(VAEConfig.from_preset(latent.vae_preset)).eval()
         speed = [{"preset": name, **step_speed(config, text_encoder, tokenizer, model, args.speed_steps)}
                  for name, config, model in (("shapes-pixel", pixel, None), ("shapes-latent", latent, vae))]
         print("\ntraining step speed (untrained weights; data = render + text encode [+ VAE encode])")
-        print(format_table(speed, ["preset", "params", "x0_shape", "batch_size", "data_s", "unet_s", "step_s", "images_per_s"]))
+        print(format_table(speed,
+                           ["preset", "params", "x0_shape", "batch_size", "data_s", "unet_s", "step_s",
+                            "images_per_s"]))
         print(f"\nadherence of shapes-pixel against U-Net training time ({args.prompts} prompts, {SAMPLING})")
         curve = adherence_curve(pixel, out / "pixel", text_encoder, tokenizer, None, args.minutes, args.chunk,
                                 eval_prompts(args.prompts), label="shapes-pixel", raw=args.raw)
-    print(format_table(curve, ["step", "train_min", "loss", *SCORE_COLUMNS, *(["all_raw"] if args.raw else [])]))
+    print(format_table(curve,
+                       ["step", "train_min", "loss", *SCORE_COLUMNS, *(["all_raw"] if args.raw else [])]))
     report = {"speed": speed, "curve": curve, "stages_s": stage_s, "sampling": SAMPLING, "fast": args.fast,
-              "args": vars(args), "machine": {**machine(), "load_average_start": load_start}, "wall_s": time.perf_counter() - wall}
+              "args": vars(args), "machine": {**machine(), "load_average_start": load_start},
+              "wall_s": time.perf_counter() - wall}
     write_report(args.json, report)
 
 

@@ -96,7 +96,8 @@ def main() -> None:
     parser.add_argument("--eval-n", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy CPU)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 is fastest on a busy CPU)")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--save-dir", type=Path, default=None, help="also save each trained VAE here")
@@ -114,7 +115,8 @@ def main() -> None:
         m = r["mse"]
         print(f"{r['preset']:>6} {r['resolution']:>4} {'x'.join(map(str, r['latent_shape'])):>8} "
               f"{r['compression']:>7.0f} {m['overall']:>7.4f} {m['background']:>7.4f} {m['small']:>7.4f} "
-              f"{m['large']:>7.4f} {judge:>6} {r['steps']:>5} {r['train_time_s']:>7.1f} {r['train_cpu_s']:>7.1f}")
+              f"{m['large']:>7.4f} {judge:>6} {r['steps']:>5} {r['train_time_s']:>7.1f} "
+              f"{r['train_cpu_s']:>7.1f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"steps": args.steps, "batch_size": args.batch_size, "eval_n": args.eval_n, "seed": args.seed,
             "device": str(args.device), "torch": torch.__version__,

@@ -30,8 +30,8 @@ config = train_config("shapes-latent", seed={seed}, vae_steps={steps})
 source = make_source(config)
 start = time.perf_counter()
 try:
-    vae = train_vae(VAEConfig.from_preset(config.vae_preset), config.vae_steps, config.vae_batch_size, config.seed,
-                    "cpu", progress=False, source=source).eval()
+    vae = train_vae(VAEConfig.from_preset(config.vae_preset), config.vae_steps, config.vae_batch_size,
+                    config.seed, "cpu", progress=False, source=source).eval()
     score, _, what = _vae_score(vae, source, None)
     row = dict(bar_score=score, final_mse=sum(vae.losses[-100:]) / 100 / (3 * 32 * 32), diverged=None)
 except TrainingDiverged as err:
@@ -46,16 +46,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--parallel", type=int, default=1, help="runs at once (their seconds are then not clean)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="runs at once (their seconds are then not clean)")
     args = parser.parse_args()
-    configs = [(seed, threads) for seed in map(int, args.seeds.split(",")) for threads in map(int, args.threads.split(","))]
+    configs = [(seed, threads) for seed in map(int, args.seeds.split(","))
+               for threads in map(int, args.threads.split(","))]
     rows, running = [], []
     print(f"{'seed':>4} {'threads':>7} {'judge reads':>11} {'loss/pixel':>10} {'seconds':>8}  diverged")
     while configs or running:
         while configs and len(running) < args.parallel:
             seed, threads = configs.pop(0)
             code = ONE_RUN.format(threads=threads, seed=seed, steps=args.steps)
-            running.append((seed, threads, subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+            running.append((seed, threads,
+                            subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                                                             stderr=subprocess.PIPE, text=True, cwd=ROOT)))
         seed, threads, proc = running.pop(0)
         out, err = proc.communicate()
@@ -64,8 +67,8 @@ def main() -> None:
             raise SystemExit(f"run seed={seed} threads={threads} failed:\n{err[-3000:]}")
         row = {"seed": seed, "threads": threads, **json.loads(line[4:])}
         rows.append(row)
-        print(f"{seed:>4} {threads:>7} {row['bar_score']:>11.3f} {row['final_mse']:>10.5f} {row['seconds']:>8.0f}  "
-              f"{row['diverged'] or 'no'}", flush=True)
+        print(f"{seed:>4} {threads:>7} {row['bar_score']:>11.3f} {row['final_mse']:>10.5f} "
+              f"{row['seconds']:>8.0f}  {row['diverged'] or 'no'}", flush=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"steps": args.steps, "bar": 0.95, "parallel": args.parallel, "rows": rows,
                                "when": time.strftime("%Y-%m-%d %H:%M")}, indent=2) + "\n")

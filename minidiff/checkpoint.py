@@ -18,8 +18,9 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -212,7 +213,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     return state, meta
 
 
-def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], name: str = "model") -> torch.nn.Module:
+def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor],
+              name: str = "model") -> torch.nn.Module:
     """Load ``state`` into ``module``, naming every missing, unexpected or mis-shaped tensor."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
@@ -264,7 +266,7 @@ def write_run_manifest(folder: str | Path) -> dict[str, Any]:
     return _write_manifest(folder, dict.fromkeys(names))
 
 
-def _write_manifest(folder: Path, names: dict[str, Optional[str]]) -> dict[str, Any]:
+def _write_manifest(folder: Path, names: dict[str, str | None]) -> dict[str, Any]:
     files = {}
     for name, command in names.items():
         path = folder / name
@@ -290,7 +292,7 @@ def refresh_manifest(path: str | Path) -> None:
     atomic_write_bytes(stem.parent / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
-def read_manifest(folder: str | Path) -> Optional[dict[str, Any]]:
+def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     """``folder``/manifest.json as a dict, or None when there is none; a malformed one is a ValueError."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
@@ -305,8 +307,8 @@ def read_manifest(folder: str | Path) -> Optional[dict[str, Any]]:
     return manifest
 
 
-def verify_run_manifest(folder: str | Path, names: Optional[Iterable[str]] = None,
-                        required: bool = False) -> Optional[dict[str, Any]]:
+def verify_run_manifest(folder: str | Path, names: Iterable[str] | None = None,
+                        required: bool = False) -> dict[str, Any] | None:
     """Check files of ``folder`` against its manifest.json; return the manifest (None if there is none).
 
     ``names`` (default: every listed file) limits the check; a name the manifest does not list is not

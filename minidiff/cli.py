@@ -13,12 +13,26 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import NoReturn
 
 from minidiff.checkpoint import atomic_write_bytes, checkpoint_exists, pick_device, read_metadata
-from minidiff.validate import (MAX_EVAL_IMAGES, MAX_EVAL_PROMPTS, MAX_GUIDANCE, MAX_NUM_IMAGES, MAX_SIZE_FACTOR,
-                               UserError, as_option, check_int, check_output, check_sample, check_sampling,
-                               check_seed, default_preset, pipeline_facts, training_config)
+from minidiff.validate import (
+    MAX_EVAL_IMAGES,
+    MAX_EVAL_PROMPTS,
+    MAX_GUIDANCE,
+    MAX_NUM_IMAGES,
+    MAX_SIZE_FACTOR,
+    UserError,
+    as_option,
+    check_int,
+    check_output,
+    check_sample,
+    check_sampling,
+    check_seed,
+    default_preset,
+    pipeline_facts,
+    training_config,
+)
 
 EXIT_BAD_INPUT = 2
 
@@ -51,7 +65,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(f"{out}  ({len(prompts)} images, {args.steps} {args.sampler} steps, guidance {args.guidance}, "
           f"{time.perf_counter() - start:.2f} s)", file=sys.stderr)
     run_judge = Path(args.weights or "") / "judge"
-    if args.weights and checkpoint_exists(run_judge) and read_metadata(run_judge)["extra"].get("kind") == "label_judge":
+    if (args.weights and checkpoint_exists(run_judge)
+            and read_metadata(run_judge)["extra"].get("kind") == "label_judge"):
         for line in label_judge_lines(run_judge, images, prompts, seeds):  # what the run's label judge reads
             print(line, file=sys.stderr)
     elif images.shape[-1] == images.shape[-2] and facts["shapes"]:  # the judge reads square shapes images
@@ -93,7 +108,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_int("--prompts", args.prompts, 1, MAX_EVAL_PROMPTS, " (evaluation prompts, one image each)")
     as_option("--device: ", pick_device, args.device)
     out = check_output("--json", args.json) if args.json else None
-    from minidiff.metrics import evaluate_compositional_cli, evaluate_data_run_cli, evaluate_judge_cli, evaluate_pipeline_cli
+    from minidiff.metrics import (
+        evaluate_compositional_cli,
+        evaluate_data_run_cli,
+        evaluate_judge_cli,
+        evaluate_pipeline_cli,
+    )
     from minidiff.runs import run_config
 
     config = run_config(args.weights) if args.weights else None
@@ -159,7 +179,8 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
-    from minidiff.judge import PRESETS as JUDGE_PRESETS, WEIGHTS as JUDGE_WEIGHTS
+    from minidiff.judge import PRESETS as JUDGE_PRESETS
+    from minidiff.judge import WEIGHTS as JUDGE_WEIGHTS
     from minidiff.sampling import SAMPLERS
 
     parser = Parser(prog="python -m minidiff", description="Text-to-image diffusion, small enough to read.")
@@ -189,17 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train every stage from scratch: (judge,) text encoder, (VAE,) U-Net")
     p.add_argument("--preset", default=None, help="shapes-latent (default), shapes-pixel, digits, images, "
                    "mnist-gpu, ... (see training.PRESETS)")
-    p.add_argument("--data", default=None, help="shapes, digits, a saved data set or image folder, or a Hub name "
+    p.add_argument("--data", default=None,
+                   help="shapes, digits, a saved data set or image folder, or a Hub name "
                    "(mnist, fashion_mnist, cifar10, huggan/smithsonian_butterflies_subset)")
     p.add_argument("--caption-column", default=None, help="column holding each image's caption")
-    p.add_argument("--label-column", default=None, help="column holding a class label (see --caption-template)")
+    p.add_argument("--label-column", default=None,
+                   help="column holding a class label (see --caption-template)")
     p.add_argument("--caption-template", default=None, help='e.g. "a handwritten digit {label_word}"')
     p.add_argument("--image-column", default=None, help="column holding the images (default: image)")
     p.add_argument("--split", default=None, help="data set split (default: train)")
     p.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     p.add_argument("--resolution", type=int, default=None, help="image side in pixels, 16..64")
     p.add_argument("--channels", type=int, default=None, help="1 (grayscale) or 3 (RGB)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own, one per "
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's own, one per "
                    "core); on a busy CPU 1 is often several times faster")
     p.add_argument("--steps", type=int, default=None, help="U-Net training steps (default: the preset's)")
     p.add_argument("--minutes", type=float, default=None, help="stop the U-Net stage after this many minutes")
@@ -240,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the command; bad input exits 2 with a one-line message."""
     argv = sys.argv[1:] if argv is None else argv
     try:

@@ -15,16 +15,24 @@ Stored sources keep a fixed held-out split that no training batch ever draws fro
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from minidiff.shapes import MAX_RESOLUTION, MIN_RESOLUTION, ShapesConfig, make_shapes, parse_caption, split_words
+from minidiff.shapes import (
+    MAX_RESOLUTION,
+    MIN_RESOLUTION,
+    ShapesConfig,
+    make_shapes,
+    parse_caption,
+    split_words,
+)
 from minidiff.shapes import vocabulary as shapes_vocabulary
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -42,7 +50,8 @@ HUB_PRESETS = {  # hub names with the columns and caption templates that suit th
 
 def _check_image_size(resolution: int, channels: int) -> None:
     if not (isinstance(resolution, int) and MIN_RESOLUTION <= resolution <= MAX_RESOLUTION):
-        raise ValueError(f"resolution={resolution!r} is not allowed; use an int in {MIN_RESOLUTION}..{MAX_RESOLUTION}")
+        raise ValueError(f"resolution={resolution!r} is not allowed; use an int in "
+                         f"{MIN_RESOLUTION}..{MAX_RESOLUTION}")
     if channels not in (1, 3):
         raise ValueError(f"channels={channels!r} is not allowed; use 1 (grayscale) or 3 (RGB)")
 
@@ -52,7 +61,7 @@ class ShapesSource:
 
     kind = "shapes"
     channels = 3
-    label_names: Optional[tuple[str, ...]] = None
+    label_names: tuple[str, ...] | None = None
 
     def __init__(self, config: ShapesConfig) -> None:
         self.config, self.resolution, self.name = config, config.resolution, "shapes"
@@ -86,18 +95,20 @@ class StoredSource:
     name: str
     images: torch.Tensor  # (N, C, H, W) uint8
     captions: list[str]
-    labels: Optional[torch.Tensor] = None  # (N,) long, or None for captioned data
-    label_names: Optional[tuple[str, ...]] = None
-    caption_template: Optional[str] = None
+    labels: torch.Tensor | None = None  # (N,) long, or None for captioned data
+    label_names: tuple[str, ...] | None = None
+    caption_template: str | None = None
     notes: list[str] = field(default_factory=list)  # conversions made while loading, said once
     kind: str = "stored"
 
     def __post_init__(self) -> None:
-        if self.images.ndim != 4 or self.images.dtype != torch.uint8 or self.images.shape[2] != self.images.shape[3]:
-            raise ValueError(f"images must be square uint8 (N, C, H, W); got {self.images.dtype} {tuple(self.images.shape)}")
+        if (self.images.ndim != 4 or self.images.dtype != torch.uint8
+                or self.images.shape[2] != self.images.shape[3]):
+            raise ValueError(f"images must be square uint8 (N, C, H, W); got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
         if len(self.captions) != len(self.images) or len(self.images) < 2:
-            raise ValueError(f"need one caption per image and at least 2 images; got {len(self.images)} images "
-                             f"and {len(self.captions)} captions")
+            raise ValueError(f"need one caption per image and at least 2 images; got {len(self.images)} "
+                             f"images and {len(self.captions)} captions")
         _check_image_size(self.images.shape[2], self.images.shape[1])
         order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(SPLIT_SEED))
         n_held = max(1, round(HELD_OUT_SHARE * len(order)))
@@ -133,7 +144,7 @@ class StoredSource:
         """(B, B) bool: equal captions (labelled data has one caption per label)."""
         return torch.tensor([[a == b for b in captions] for a in captions])
 
-    def held_out(self, n: Optional[int] = None) -> tuple[torch.Tensor, list[str]]:
+    def held_out(self, n: int | None = None) -> tuple[torch.Tensor, list[str]]:
         """The first ``n`` held-out images (all of them by default) and their captions."""
         index = self.held_index[:n]
         return self.pixels(index), [self.captions[i] for i in index.tolist()]
@@ -141,7 +152,8 @@ class StoredSource:
     def label_prompts(self, per_label: int) -> tuple[list[str], list[int]]:
         """``per_label`` prompts for every label (the template filled in) and the labels they name."""
         if self.label_names is None or self.caption_template is None:
-            raise ValueError(f"data set {self.name!r} has no labels; label prompts need a label column and template")
+            raise ValueError(f"data set {self.name!r} has no labels; label prompts need a label column and "
+                             "template")
         labels = [k for k in range(len(self.label_names)) for _ in range(per_label)]
         return [label_caption(self.caption_template, self.label_names[k]) for k in labels], labels
 
@@ -155,7 +167,8 @@ def to_uint8(image: Image.Image, resolution: int, channels: int) -> torch.Tensor
     w, h = max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale))
     left, top = (w - resolution) // 2, (h - resolution) // 2
     image = image.resize((w, h), Image.BICUBIC).crop((left, top, left + resolution, top + resolution))
-    return torch.from_numpy(np.array(image, dtype=np.uint8).reshape(resolution, resolution, channels)).permute(2, 0, 1)
+    pixels = np.array(image, dtype=np.uint8).reshape(resolution, resolution, channels)  # (H, W, C)
+    return torch.from_numpy(pixels).permute(2, 0, 1)  # (C, H, W)
 
 
 def _from_pil(name: str, images: Sequence[Image.Image], captions: list[str], resolution: int, channels: int,
@@ -166,7 +179,8 @@ def _from_pil(name: str, images: Sequence[Image.Image], captions: list[str], res
     want = "L" if channels == 1 else "RGB"
     notes = []
     if len(sizes) > 1 or sizes != {(resolution, resolution)}:
-        notes.append(f"{len(sizes)} image size(s) {sorted(sizes)[:3]} resized and centre-cropped to {resolution}x{resolution}")
+        notes.append(f"{len(sizes)} image size(s) {sorted(sizes)[:3]} resized and centre-cropped to "
+                     f"{resolution}x{resolution}")
     if modes != {want}:
         notes.append(f"image mode(s) {sorted(modes)} converted to {want}")
     stacked = torch.stack([to_uint8(im, resolution, channels) for im in images])  # (N, C, H, W)
@@ -195,13 +209,15 @@ def digits_source(resolution: int = DIGITS_RESOLUTION,
     images = (up * 255).round().clamp(0, 255).to(torch.uint8)  # (1797, 1, R, R)
     names = tuple(str(k) for k in range(10))
     labels = torch.from_numpy(digits.target).long()  # (1797,)
-    return StoredSource("digits", images, [label_caption(caption_template, names[y]) for y in labels.tolist()],
+    return StoredSource("digits", images,
+                        [label_caption(caption_template, names[y]) for y in labels.tolist()],
                         labels, names, caption_template)
 
 
-def hf_source(name_or_path: str, split: str = "train", image_column: str = "image", caption_column: Optional[str] = None,
-              label_column: Optional[str] = None, caption_template: Optional[str] = "a photo of a {label}",
-              resolution: int = 32, channels: int = 3, max_images: Optional[int] = None) -> StoredSource:
+def hf_source(name_or_path: str, split: str = "train", image_column: str = "image",
+              caption_column: str | None = None,
+              label_column: str | None = None, caption_template: str | None = "a photo of a {label}",
+              resolution: int = 32, channels: int = 3, max_images: int | None = None) -> StoredSource:
     """A Hugging Face ``datasets`` image data set as a source.
 
     A folder written by ``save_to_disk`` is read with ``datasets.load_from_disk``; any other name is
@@ -212,7 +228,8 @@ def hf_source(name_or_path: str, split: str = "train", image_column: str = "imag
     import datasets
 
     if (caption_column is None) == (label_column is None):
-        raise ValueError(f"give exactly one of caption_column={caption_column!r} and label_column={label_column!r}")
+        raise ValueError(f"give exactly one of caption_column={caption_column!r} and "
+                         f"label_column={label_column!r}")
     if Path(name_or_path).is_dir():
         ds = datasets.load_from_disk(name_or_path)
     else:
@@ -220,26 +237,31 @@ def hf_source(name_or_path: str, split: str = "train", image_column: str = "imag
             ds = datasets.load_dataset(name_or_path, split=split)
         except Exception as err:  # offline, unknown name, private repo: the library's own message says which
             raise ValueError(f"could not load data set {name_or_path!r} from the Hugging Face Hub "
-                             f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); pass a folder written by "
-                             f"save_to_disk or an image folder instead, or one of {sorted(HUB_PRESETS)} when online") from None
+                             f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); pass a folder "
+                             f"written by save_to_disk or an image folder instead, or one of "
+                             f"{sorted(HUB_PRESETS)} when online") from None
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise ValueError(f"split={split!r} is not in {name_or_path}; choose one of {list(ds)}")
         ds = ds[split]
-    for role, column in (("image_column", image_column), ("caption_column", caption_column), ("label_column", label_column)):
+    for role, column in (("image_column", image_column), ("caption_column", caption_column),
+                         ("label_column", label_column)):
         if column is not None and column not in ds.column_names:
-            raise ValueError(f"{role}={column!r} is not a column of {name_or_path}; choose one of {ds.column_names}")
+            raise ValueError(f"{role}={column!r} is not a column of {name_or_path}; choose one of "
+                             f"{ds.column_names}")
     if max_images is not None:
         ds = ds.select(range(min(max_images, len(ds))))
     images = list(ds[image_column])
     if caption_column is not None:
-        return _from_pil(Path(name_or_path).name, images, [str(c) for c in ds[caption_column]], resolution, channels)
+        return _from_pil(Path(name_or_path).name, images, [str(c) for c in ds[caption_column]], resolution,
+                         channels)
     if caption_template is None:
         raise ValueError("label_column needs a caption_template with {label} or {label_word}")
     feature = ds.features[label_column]
     raw = list(ds[label_column])
-    names = tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else tuple(str(v) for v in sorted(set(raw)))
-    labels = torch.tensor([y if isinstance(feature, datasets.ClassLabel) else names.index(str(y)) for y in raw])
+    class_label = isinstance(feature, datasets.ClassLabel)
+    names = tuple(feature.names) if class_label else tuple(str(v) for v in sorted(set(raw)))
+    labels = torch.tensor([y if class_label else names.index(str(y)) for y in raw])
     captions = [label_caption(caption_template, names[y]) for y in labels.tolist()]
     return _from_pil(Path(name_or_path).name, images, captions, resolution, channels, labels=labels,
                      label_names=names, caption_template=caption_template)
@@ -259,12 +281,14 @@ def folder_source(folder: str | Path, resolution: int = 32, channels: int = 3) -
         rows = ([(r["file_name"], r["text"]) for r in map(json.loads, lines)] if path == jsonl
                 else [tuple(line.split("\t", 1)) for line in lines])
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"every line of {path} must be a JSON object with 'file_name' and 'text' ({err})") from None
+        raise ValueError(f"every line of {path} must be a JSON object with 'file_name' and 'text' "
+                         f"({err})") from None
     if any(len(r) != 2 for r in rows):
         raise ValueError(f"every line of {path} must read 'file_name<TAB>caption'")
     missing = [name for name, _ in rows if not (folder / name).is_file()]
     if missing:
-        raise ValueError(f"image {missing[0]!r} named in {path} is missing from {folder} ({len(missing)} missing)")
+        raise ValueError(f"image {missing[0]!r} named in {path} is missing from {folder} ({len(missing)} "
+                         "missing)")
     images = []
     for name, _ in rows:
         with Image.open(folder / name) as im:
@@ -273,7 +297,8 @@ def folder_source(folder: str | Path, resolution: int = 32, channels: int = 3) -
     return _from_pil(folder.name, images, [text for _, text in rows], resolution, channels)
 
 
-def load_source(data: str, resolution: Optional[int] = None, channels: Optional[int] = None, **options: Any) -> DataSource:
+def load_source(data: str, resolution: int | None = None, channels: int | None = None,
+                **options: Any) -> DataSource:
     """The source that ``data`` names: "shapes", "digits", a folder (saved data set or image folder) or
     a Hub name. ``options``: ShapesConfig fields for shapes; hf_source's arguments for Hub/saved data."""
     if data == "shapes":
@@ -287,10 +312,11 @@ def load_source(data: str, resolution: Optional[int] = None, channels: Optional[
             return folder_source(path, **size)
         if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
             return hf_source(str(path), **{**size, **options})
-        raise ValueError(f"--data {data!r} is a folder but neither a saved data set (dataset_info.json) nor an image "
-                         "folder (captions.txt or metadata.jsonl)")
+        raise ValueError(f"--data {data!r} is a folder but neither a saved data set (dataset_info.json) nor "
+                         "an image folder (captions.txt or metadata.jsonl)")
     if path.suffix or "/" in data and data not in HUB_PRESETS and path.parent.exists():
-        raise ValueError(f"--data {data!r} does not exist; pass shapes, digits, a folder, or a Hub name such as {sorted(HUB_PRESETS)}")
+        raise ValueError(f"--data {data!r} does not exist; pass shapes, digits, a folder, or a Hub name such "
+                         f"as {sorted(HUB_PRESETS)}")
     preset = dict(HUB_PRESETS.get(data, {}))
     size["channels"] = channels or preset.pop("channels", 3)
     preset.pop("channels", None)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
+from minidiff.runs import SAMPLE_PROMPTS as TRAINING_PROMPTS
 from minidiff.sampling import make_timesteps
 from minidiff.schedule import SCHEDULES, make_schedule
 from minidiff.shapes import make_shapes
@@ -25,7 +26,6 @@ from minidiff.toy2d import (
     train_gan,
     train_toy,
 )
-from minidiff.runs import SAMPLE_PROMPTS as TRAINING_PROMPTS
 from minidiff.viz import (
     denoising_strip,
     plot_gan_vs_diffusion,

@@ -13,7 +13,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from minidiff.checkpoint import checkpoint_exists, load_checkpoint, load_into, pick_device, verify_run_manifest
+from minidiff.checkpoint import (
+    checkpoint_exists,
+    load_checkpoint,
+    load_into,
+    pick_device,
+    verify_run_manifest,
+)
 from minidiff.guidance import cfg_combine
 from minidiff.sampling import Callback, make_step, make_timesteps
 from minidiff.schedule import NoiseSchedule, make_schedule, predict_eps, predict_x0, q_sample
@@ -147,8 +153,8 @@ class Pipeline:
 def verify_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict:
     """Check every file in ``manifest.json`` exists with the listed sha256; return the manifest."""
     if not (weights_dir / "manifest.json").is_file():
-        raise ValueError(f"no weights manifest at {weights_dir / 'manifest.json'}; reinstall minidiff or train with "
-                         "`python -m minidiff train --preset shapes-latent`")
+        raise ValueError(f"no weights manifest at {weights_dir / 'manifest.json'}; reinstall minidiff or "
+                         "train with `python -m minidiff train --preset shapes-latent`")
     return verify_run_manifest(weights_dir, required=True)
 
 

@@ -18,7 +18,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -43,11 +43,12 @@ class StageFailed(ValueError):
 def _bar(stage: str, measured: float, bar: float, what: str, hint: str) -> dict[str, float]:
     print(f"{stage}: {what} {measured:.4f} (bar {bar:.2f})")
     if bar > 0 and measured < bar:  # a bar of 0 only reports
-        raise StageFailed(f"{stage} stage missed its bar: {what} {measured:.4f}, expected >= {bar:.2f}; {hint}")
+        raise StageFailed(f"{stage} stage missed its bar: {what} {measured:.4f}, expected >= {bar:.2f}; "
+                          f"{hint}")
     return {f"{stage}_{what.split()[0]}": measured}
 
 
-def run_config(folder: str | Path) -> Optional[TrainConfig]:
+def run_config(folder: str | Path) -> TrainConfig | None:
     """The TrainConfig a run folder was trained with (None for folders without ``run.json``)."""
     path = Path(folder) / "run.json"
     if not path.is_file():
@@ -59,13 +60,22 @@ def run_config(folder: str | Path) -> Optional[TrainConfig]:
     return TrainConfig(**fields)
 
 
-def _train_judge(config: TrainConfig, source: Any, out: Path, device: str, progress: bool, resume: bool) -> dict[str, float]:
-    from minidiff.judge import (JUDGE_PRESET, JudgeConfig, evaluate_judge, judge_stage, label_judge_stage, predict_labels,
-                                save_judge, save_label_judge)
+def _train_judge(config: TrainConfig, source: Any, out: Path, device: str, progress: bool,
+                 resume: bool) -> dict[str, float]:
+    from minidiff.judge import (
+        JUDGE_PRESET,
+        JudgeConfig,
+        evaluate_judge,
+        judge_stage,
+        label_judge_stage,
+        predict_labels,
+        save_judge,
+        save_label_judge,
+    )
 
     shapes = source.kind == "shapes"
-    stage = (judge_stage(JudgeConfig.from_preset(JUDGE_PRESET), config.judge_steps, seed=config.seed) if shapes
-             else label_judge_stage(source, config.judge_steps, seed=config.seed))
+    stage = (judge_stage(JudgeConfig.from_preset(JUDGE_PRESET), config.judge_steps, seed=config.seed)
+             if shapes else label_judge_stage(source, config.judge_steps, seed=config.seed))
     fit(stage, out, checkpoint_every=250, resume=resume, progress=progress, device=pick_device(device))
     judge = stage.model.cpu().eval()
     if shapes:
@@ -80,11 +90,13 @@ def _train_judge(config: TrainConfig, source: Any, out: Path, device: str, progr
     report = _bar("judge", accuracy, config.judge_bar, f"accuracy on {len(images)} held-out images",
                   "train it longer (judge_steps) or check the labels")
     if distributed()[0] == 0:
-        save_label_judge(judge, out / "judge", source.label_names, {**report, "caption_template": source.caption_template})
+        save_label_judge(judge, out / "judge", source.label_names,
+                         {**report, "caption_template": source.caption_template})
     return report
 
 
-def _train_text(config: TrainConfig, source: Any, out: Path, device: str, progress: bool, resume: bool) -> dict[str, float]:
+def _train_text(config: TrainConfig, source: Any, out: Path, device: str, progress: bool,
+                resume: bool) -> dict[str, float]:
     from minidiff.text import clip_stage, retrieval_accuracy, save_text_encoder
 
     stage = clip_stage(config.text_preset, source, config.text_steps, seed=config.seed)
@@ -92,7 +104,8 @@ def _train_text(config: TrainConfig, source: Any, out: Path, device: str, progre
     clip = stage.model.cpu().eval()
     images, captions = source.held_out(BAR_IMAGES)
     score = retrieval_accuracy(clip, images, captions, source=source)["image_to_text"]
-    report = _bar("text_encoder", score, config.text_bar, f"image-to-caption retrieval on {len(images)} held-out pairs",
+    report = _bar("text_encoder", score, config.text_bar,
+                  f"image-to-caption retrieval on {len(images)} held-out pairs",
                   "train it longer (text_steps)")
     if distributed()[0] == 0:
         save_text_encoder(clip, clip.tokenizer, out / "text_encoder", report)
@@ -109,32 +122,38 @@ def _vae_score(vae: Any, source: Any, out: Path) -> tuple[float, float, str]:
     with torch.no_grad():
         recon = from_latent(vae, to_latent(vae, images))  # (N, C, H, W)
     if source.kind == "shapes":
-        judge = load_judge(out / "judge") if out is not None and checkpoint_exists(out / "judge") else load_judge()
+        own = out is not None and checkpoint_exists(out / "judge")
+        judge = load_judge(out / "judge") if own else load_judge()
         score = prompt_adherence(recon, captions, judge)["all"]
         return score, 1.0, f"share of {len(images)} held-out reconstructions the judge reads right"
     if source.label_names is not None:
         judge, labels = load_any_judge(out / "judge"), source.labels[source.held_index[:BAR_IMAGES]]
         real = (predict_labels(judge, images) == labels).float().mean().item()
         score = (predict_labels(judge, recon) == labels).float().mean().item()
-        return score, real, f"judge accuracy on {len(images)} held-out reconstructions (real images: {real:.3f})"
+        return score, real, (f"judge accuracy on {len(images)} held-out reconstructions "
+                             f"(real images: {real:.3f})")
     mse = (recon - images).pow(2).mean().item()
-    return 1 - mse / VAE_MSE_BAR, 1.0, f"1 - MSE/{VAE_MSE_BAR} on {len(images)} held-out reconstructions (MSE {mse:.5f})"
+    return 1 - mse / VAE_MSE_BAR, 1.0, (f"1 - MSE/{VAE_MSE_BAR} on {len(images)} held-out reconstructions "
+                                        f"(MSE {mse:.5f})")
 
 
-def _train_vae(config: TrainConfig, source: Any, out: Path, device: str, progress: bool, resume: bool) -> dict[str, float]:
+def _train_vae(config: TrainConfig, source: Any, out: Path, device: str, progress: bool,
+               resume: bool) -> dict[str, float]:
     from minidiff.vae import VAEConfig, save_vae, train_vae
 
-    vae = train_vae(VAEConfig.from_preset(config.vae_preset), config.vae_steps, config.vae_batch_size, config.seed,
+    vae = train_vae(VAEConfig.from_preset(config.vae_preset), config.vae_steps, config.vae_batch_size,
+                    config.seed,
                     device, progress=progress, source=source, out=out, resume=resume).cpu().eval()
     score, scale, what = _vae_score(vae, source, out)
-    report = _bar("vae", score, config.vae_bar * scale, what, "lower the VAE lr or train it longer (vae_steps)")
+    report = _bar("vae", score, config.vae_bar * scale, what,
+                  "lower the VAE lr or train it longer (vae_steps)")
     if distributed()[0] == 0:
         save_vae(vae, out / "vae", report)
     return report
 
 
 def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "auto", resume: bool = False,
-                 max_minutes: Optional[float] = None, progress: bool = True) -> dict[str, Any]:
+                 max_minutes: float | None = None, progress: bool = True) -> dict[str, Any]:
     """Train every stage a run needs, in order, into ``out_dir``; return each stage's seconds and bar.
 
     ``max_minutes`` bounds the U-Net stage. Finished stages in ``out_dir`` are reused.
@@ -161,7 +180,8 @@ def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "
     out.mkdir(parents=True, exist_ok=True)
     rank, world = distributed()
     if rank == 0:
-        atomic_write_bytes(out / "run.json", json.dumps({"train_config": dataclasses.asdict(config)}, indent=2).encode())
+        atomic_write_bytes(out / "run.json",
+                           json.dumps({"train_config": dataclasses.asdict(config)}, indent=2).encode())
     report: dict[str, Any] = {}
     judged = source.label_names is not None or (source.kind == "shapes" and config.judge_steps > 0)
     stages = [("judge", _train_judge)] if judged else []
@@ -182,8 +202,8 @@ def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "
 
     def write_grid(ema: Any, step: int) -> None:
         pipe = Pipeline(ema, text_encoder, tokenizer, schedule, vae, config.resolution)
-        save_grid(pipe([p for p in prompts for _ in range(2)], seeds=0, steps=20), out / "samples" / f"step_{step:06d}.png",
-                  nrow=2, scale=4)
+        save_grid(pipe([p for p in prompts for _ in range(2)], seeds=0, steps=20),
+                  out / "samples" / f"step_{step:06d}.png", nrow=2, scale=4)
 
     result = train_denoiser(config, out, text_encoder, tokenizer, vae, device=device, resume=resume,
                             max_minutes=max_minutes, progress=progress, sample_fn=write_grid, source=source)

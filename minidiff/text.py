@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,15 +65,17 @@ class Tokenizer:
         no word is silently ignored. An unknown word raises a ValueError listing close matches.
         """
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
-            raise ValueError(f"prompts must be a list of strings, got {prompts!r}; wrap one prompt as [prompt]")
+            raise ValueError(f"prompts must be a list of strings, got {prompts!r}; wrap one prompt as "
+                             "[prompt]")
         if max_len < 2:
             raise ValueError(f"max_len={max_len} is too short; it must hold at least <bos> and <eos> (2)")
         tokens = torch.full((len(prompts), max_len), PAD_ID, dtype=torch.long)  # (B, L)
         for b, prompt in enumerate(prompts):
             ids = [BOS_ID] + [self._id(w, prompt) for w in split_words(prompt)] + [EOS_ID]
             if len(ids) > max_len:
-                raise ValueError(f"prompt {prompt!r} is {len(ids)} tokens long with <bos> and <eos>, but the text "
-                                 f"encoder takes at most max_len={max_len} ({max_len - 2} words); shorten it")
+                raise ValueError(f"prompt {prompt!r} is {len(ids)} tokens long with <bos> and <eos>, but the "
+                                 f"text encoder takes at most max_len={max_len} ({max_len - 2} words); "
+                                 "shorten it")
             tokens[b, : len(ids)] = torch.tensor(ids)
         return tokens
 
@@ -80,13 +83,16 @@ class Tokenizer:
         if word not in self.ids:
             words = self.tokens[len(SPECIALS):]
             close = difflib.get_close_matches(word, words, n=CLOSE_MATCHES)
-            hint = f"closest known words: {close}; " if close else ""  # a typo; "pink" or "tiny" match nothing useful
-            raise ValueError(f"unknown word {word!r} in prompt {prompt!r}; {hint}every known word: {' '.join(words)}")
+            # a typo; "pink" or "tiny" match nothing useful
+            hint = f"closest known words: {close}; " if close else ""
+            raise ValueError(f"unknown word {word!r} in prompt {prompt!r}; {hint}every known word: "
+                             f"{' '.join(words)}")
         return self.ids[word]
 
     def decode(self, tokens: Tensor) -> list[str]:
         """LongTensor (B, L) -> prompts, dropping special tokens (inverse of encode up to spacing)."""
-        return [" ".join(self.tokens[i] for i in row.tolist() if i >= len(SPECIALS)).replace(" ,", ",") for row in tokens]
+        return [" ".join(self.tokens[i] for i in row.tolist() if i >= len(SPECIALS)).replace(" ,", ",")
+                for row in tokens]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form, stored in a checkpoint's ``extra``."""
@@ -136,12 +142,15 @@ class CLIPConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CLIPConfig:
         """Inverse of dataclasses.asdict (as stored in a checkpoint's JSON)."""
-        return cls(TextEncoderConfig(**d["text"]), d["embed_dim"], tuple(d["image_channels"]), d.get("in_channels", 3))
+        return cls(TextEncoderConfig(**d["text"]), d["embed_dim"], tuple(d["image_channels"]),
+                   d.get("in_channels", 3))
 
 
 PRESETS = {
-    "cpu": CLIPConfig(TextEncoderConfig(dim=64, layers=2, heads=4), embed_dim=64, image_channels=(32, 64, 128)),
-    "gpu": CLIPConfig(TextEncoderConfig(dim=128, layers=4, heads=4), embed_dim=128, image_channels=(64, 128, 256)),
+    "cpu": CLIPConfig(TextEncoderConfig(dim=64, layers=2, heads=4), embed_dim=64,
+                      image_channels=(32, 64, 128)),
+    "gpu": CLIPConfig(TextEncoderConfig(dim=128, layers=4, heads=4), embed_dim=128,
+                      image_channels=(64, 128, 256)),
 }
 
 
@@ -159,7 +168,8 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, keep: Tensor) -> Tensor:
         """x (B, L, D); keep (B, L) bool, False at <pad>: no token attends to a pad token."""
-        q, k, v = rearrange(self.qkv(self.norm1(x)), "b l (n h d) -> n b h l d", n=3, h=self.heads)  # (B, H, L, Dh)
+        # q, k, v: (B, H, L, Dh) each
+        q, k, v = rearrange(self.qkv(self.norm1(x)), "b l (n h d) -> n b h l d", n=3, h=self.heads)
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])  # (B, H, L, Dh)
         x = x + self.proj(rearrange(a, "b h l d -> b l (h d)"))  # (B, L, D)
         return x + self.mlp(self.norm2(x))
@@ -175,15 +185,18 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.dim)
-        self.position_embedding = nn.Parameter(INIT_STD * torch.randn(config.max_len, config.dim))  # (L_max, D)
+        # (L_max, D)
+        self.position_embedding = nn.Parameter(INIT_STD * torch.randn(config.max_len, config.dim))
         nn.init.normal_(self.token_embedding.weight, std=INIT_STD)
-        self.blocks = nn.ModuleList(TransformerBlock(config.dim, config.heads, config.mlp_ratio) for _ in range(config.layers))
+        self.blocks = nn.ModuleList(TransformerBlock(config.dim, config.heads, config.mlp_ratio)
+                                    for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.dim)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens (B, L) LongTensor with L <= max_len -> (B, L, D)."""
         if tokens.ndim != 2 or tokens.shape[1] > self.config.max_len:
-            raise ValueError(f"tokens must have shape (B, L) with L <= max_len={self.config.max_len}, got {tuple(tokens.shape)}")
+            raise ValueError(f"tokens must have shape (B, L) with L <= max_len={self.config.max_len}, got "
+                             f"{tuple(tokens.shape)}")
         if tokens.numel() and int(tokens.max()) >= self.config.vocab_size:
             raise ValueError(f"token id {int(tokens.max())} is outside vocab_size={self.config.vocab_size}; "
                              "was the prompt encoded with this encoder's tokenizer?")
@@ -214,12 +227,14 @@ class ImageEncoder(nn.Module):
 
 
 class TinyCLIP(nn.Module):
-    """Text encoder + image encoder + projections into one space (Radford et al. 2021); ``.tokenizer`` is its tokenizer."""
+    """Text encoder + image encoder + projections into one space (Radford et al. 2021);
+    ``.tokenizer`` is its tokenizer."""
 
     def __init__(self, config: CLIPConfig, tokenizer: Tokenizer):
         super().__init__()
         if config.text.vocab_size != len(tokenizer):
-            raise ValueError(f"config.text.vocab_size={config.text.vocab_size} but the tokenizer has {len(tokenizer)} tokens")
+            raise ValueError(f"config.text.vocab_size={config.text.vocab_size} but the tokenizer has "
+                             f"{len(tokenizer)} tokens")
         self.config, self.tokenizer = config, tokenizer
         self.text_encoder = TextEncoder(config.text)
         self.text_projection = nn.Linear(config.text.dim, config.embed_dim, bias=False)
@@ -242,10 +257,12 @@ class TinyCLIP(nn.Module):
 
     def forward(self, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """-> (image embeddings (B, E), text embeddings (B, E), log logit scale clamped at log 100)."""
-        return self.encode_image(images), self.encode_text(tokens), self.logit_scale.clamp(max=MAX_LOGIT_SCALE)
+        return (self.encode_image(images), self.encode_text(tokens),
+                self.logit_scale.clamp(max=MAX_LOGIT_SCALE))
 
 
-def clip_loss(img_emb: Tensor, txt_emb: Tensor, logit_scale: Tensor | float, same: Tensor | None = None) -> Tensor:
+def clip_loss(img_emb: Tensor, txt_emb: Tensor, logit_scale: Tensor | float,
+              same: Tensor | None = None) -> Tensor:
     """Symmetric InfoNCE (Oord et al. 2018; Radford et al. 2021, fig. 3) -> scalar.
 
     img_emb, txt_emb: (B, E), unit norm. logit_scale: the *log* of the inverse temperature.
@@ -254,7 +271,8 @@ def clip_loss(img_emb: Tensor, txt_emb: Tensor, logit_scale: Tensor | float, sam
     the target of each row is uniform over its true matches. None means the identity (plain CLIP).
     """
     if img_emb.shape != txt_emb.shape or img_emb.ndim != 2:
-        raise ValueError(f"img_emb and txt_emb must both be (B, E), got {tuple(img_emb.shape)} and {tuple(txt_emb.shape)}")
+        raise ValueError(f"img_emb and txt_emb must both be (B, E), got {tuple(img_emb.shape)} and "
+                         f"{tuple(txt_emb.shape)}")
     scale = torch.as_tensor(logit_scale, dtype=img_emb.dtype, device=img_emb.device).exp()
     logits = scale * img_emb @ txt_emb.T  # (B, B): row = image, column = caption
     same = torch.eye(len(img_emb), dtype=torch.bool, device=img_emb.device) if same is None else same
@@ -279,7 +297,8 @@ def retrieval_accuracy(clip: TinyCLIP, images: Tensor, captions: list[str], batc
     clip.eval()
     device = clip.logit_scale.device
     img = torch.cat([clip.encode_image(x.to(device)) for x in images.split(batch_size)])  # (N, E)
-    txt = torch.cat([clip.embed_captions(captions[i: i + batch_size]) for i in range(0, len(captions), batch_size)])
+    txt = torch.cat([clip.embed_captions(captions[i: i + batch_size])
+                     for i in range(0, len(captions), batch_size)])
     sim = img @ txt.T  # (N, N)
     same = (source or _shapes_source(images.shape[-1])).same(captions).to(device)  # (N, N)
     n = torch.arange(len(captions), device=device)
@@ -293,7 +312,8 @@ def _shapes_source(resolution: int) -> Any:
     return ShapesSource(ShapesConfig(resolution=resolution))
 
 
-def clip_stage(config: CLIPConfig | str, source: Any, steps: int, batch_size: int = 128, seed: int = 0) -> Any:
+def clip_stage(config: CLIPConfig | str, source: Any, steps: int, batch_size: int = 128,
+               seed: int = 0) -> Any:
     """The text stage for the one training loop: a TinyCLIP, its clip_loss, and source batches.
 
     The tokenizer's vocabulary is every word of the source's captions. Batch at step s is
@@ -319,12 +339,13 @@ def clip_stage(config: CLIPConfig | str, source: Any, steps: int, batch_size: in
         dev = clip.logit_scale.device
         return clip_loss(*model(b[0].to(dev), b[1].to(dev)), same=b[2].to(dev))
 
-    return Stage("text_encoder", clip, loss, batch, steps, LEARNING_RATE, batch_size, min(WARMUP_STEPS, steps),
-                 WEIGHT_DECAY, grad_clip=1.0, seed=seed)
+    return Stage("text_encoder", clip, loss, batch, steps, LEARNING_RATE, batch_size,
+                 min(WARMUP_STEPS, steps), WEIGHT_DECAY, grad_clip=1.0, seed=seed)
 
 
 def train_clip(config: CLIPConfig | str = "cpu", steps: int = 1000, batch_size: int = 128, seed: int = 0,
-               device: str = "auto", resolution: int = 32, progress: bool = True, source: Any = None) -> TinyCLIP:
+               device: str = "auto", resolution: int = 32, progress: bool = True,
+               source: Any = None) -> TinyCLIP:
     """Train a TinyCLIP with ``fit`` (shapes at ``resolution`` unless a ``source`` is given); eval mode.
 
     ``clip.history`` holds the loss per step, ``clip.train_seconds`` the wall time.
@@ -340,7 +361,8 @@ def train_clip(config: CLIPConfig | str = "cpu", steps: int = 1000, batch_size: 
     return clip.eval()
 
 
-def save_text_encoder(model: TinyCLIP | TextEncoder, tokenizer: Tokenizer, path: str | Path, extra: dict | None = None) -> Path:
+def save_text_encoder(model: TinyCLIP | TextEncoder, tokenizer: Tokenizer, path: str | Path,
+                      extra: dict | None = None) -> Path:
     """Save a TinyCLIP (both towers, so retrieval can be re-measured) or a bare TextEncoder.
 
     Writes ``path``.safetensors + ``path``.json; the tokenizer goes into the JSON's extra.
@@ -378,8 +400,10 @@ def load_text_encoder(path: str | Path) -> tuple[TextEncoder, Tokenizer]:
 
 
 @torch.no_grad()
-def encode_prompts(encoder: TextEncoder, tokenizer: Tokenizer, prompts: list[str], device: str | torch.device | None = None) -> Tensor:
-    """Prompts -> frozen per-token embeddings ``cond`` (B, max_len, D); "" gives ``uncond``. Moves encoder to device.
+def encode_prompts(encoder: TextEncoder, tokenizer: Tokenizer, prompts: list[str],
+                   device: str | torch.device | None = None) -> Tensor:
+    """Prompts -> frozen per-token embeddings ``cond`` (B, max_len, D); "" gives ``uncond``. Moves encoder to
+    device.
 
     Rows of <pad> tokens are zero, which is how the U-Net's cross-attention tells padding from words.
     """

@@ -223,7 +223,8 @@ def train_toy(
     def loss(net: nn.Module, b: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         return diffusion_loss(net, schedule, b[0], b[1], b[2], None, prediction_type)
 
-    stage = Stage("toy", model, loss, batch, steps, lr, batch_size, grad_clip=math.inf, min_lr_share=0.0, seed=seed)
+    stage = Stage("toy", model, loss, batch, steps, lr, batch_size, grad_clip=math.inf, min_lr_share=0.0,
+                  seed=seed)
     with _threads(TRAIN_THREADS):
         result = fit(stage, progress=False, device=torch.device("cpu"))
     return model.eval(), result["losses"]

@@ -22,16 +22,23 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from minidiff.checkpoint import checkpoint_exists, load_checkpoint, load_into, save_checkpoint, write_run_manifest
+from minidiff.checkpoint import (
+    checkpoint_exists,
+    load_checkpoint,
+    load_into,
+    save_checkpoint,
+    write_run_manifest,
+)
 
 LOSS_EXPLODED = 1e4  # a loss this far above any stage's starting loss means the run has blown up
 DIVERGED_FACTOR = 20.0  # smoothed loss this many times its best so far: diverged
@@ -61,13 +68,14 @@ class Stage:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # gradient-norm clipping, as in Ho et al. 2020's code
-    ema_decay: Optional[float] = None  # None: no EMA copy
+    ema_decay: float | None = None  # None: no EMA copy
     min_lr_share: float = MIN_LR_SHARE  # the cosine ends at this share of lr
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError(f"{self.name}: steps={self.steps}, batch_size={self.batch_size} and lr={self.lr} must be > 0")
+            raise ValueError(f"{self.name}: steps={self.steps}, batch_size={self.batch_size} and "
+                             f"lr={self.lr} must be > 0")
 
 
 def lr_at(stage: Stage, step: int) -> float:
@@ -75,7 +83,8 @@ def lr_at(stage: Stage, step: int) -> float:
     if step < stage.warmup_steps:
         return stage.lr * (step + 1) / stage.warmup_steps
     progress = min(1.0, (step - stage.warmup_steps) / max(1, stage.steps - stage.warmup_steps))
-    return stage.lr * (stage.min_lr_share + (1 - stage.min_lr_share) * 0.5 * (1 + math.cos(math.pi * progress)))
+    share = stage.min_lr_share
+    return stage.lr * (share + (1 - share) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def distributed() -> tuple[int, int]:
@@ -96,7 +105,8 @@ def _mean_over_ranks(value: float, world: int, device: torch.device) -> float:
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, Tensor]:
     """AdamW's per-parameter moments as flat named tensors (safetensors stores no nesting)."""
-    return {f"opt.{i}.{k}": torch.as_tensor(v) for i, s in opt.state_dict()["state"].items() for k, v in s.items()}
+    return {f"opt.{i}.{k}": torch.as_tensor(v)
+            for i, s in opt.state_dict()["state"].items() for k, v in s.items()}
 
 
 def _load_optimizer(opt: torch.optim.Optimizer, state: dict[str, Tensor]) -> None:
@@ -108,11 +118,11 @@ def _load_optimizer(opt: torch.optim.Optimizer, state: dict[str, Tensor]) -> Non
     opt.load_state_dict({"state": moments, "param_groups": opt.state_dict()["param_groups"]})
 
 
-def fit(stage: Stage, out: Optional[Path] = None, checkpoint_every: int = 0, resume: bool = False,
-        max_minutes: Optional[float] = None, progress: bool = True, stop_after: Optional[int] = None,
+def fit(stage: Stage, out: Path | None = None, checkpoint_every: int = 0, resume: bool = False,
+        max_minutes: float | None = None, progress: bool = True, stop_after: int | None = None,
         every: tuple[int, Callable[[nn.Module, int], None]] | None = None, device: torch.device | None = None,
-        meta: Optional[dict[str, Any]] = None,
-        on_checkpoint: Optional[Callable[[nn.Module, int], None]] = None) -> dict[str, Any]:
+        meta: dict[str, Any] | None = None,
+        on_checkpoint: Callable[[nn.Module, int], None] | None = None) -> dict[str, Any]:
     """Train ``stage.model`` in place; return {"step", "loss", "seconds", "images_per_s", "losses"}.
 
     ``out``: folder of the checkpoint ``<out>/<name>_state`` (None: no checkpoints), written every
@@ -120,7 +130,8 @@ def fit(stage: Stage, out: Optional[Path] = None, checkpoint_every: int = 0, res
     ``stop_after`` ends this call after that many steps (with a checkpoint), as a kill would.
     ``every = (n, fn)`` calls ``fn(model_to_sample, step)`` every n steps on rank 0 (the EMA if any);
     ``on_checkpoint(model_to_sample, step)`` runs after each checkpoint, on rank 0. ``meta`` goes into
-    the checkpoint's metadata. The trained weights (the EMA copy where there is one) end up in ``stage.model``.
+    the checkpoint's metadata. The trained weights (the EMA copy where there is one) end up in
+    ``stage.model``.
     """
     device = device or next(stage.model.parameters()).device
     rank, world = distributed()
@@ -130,14 +141,16 @@ def fit(stage: Stage, out: Optional[Path] = None, checkpoint_every: int = 0, res
     path = out / f"{stage.name}_state" if out is not None else None
     step, smooth, best, losses, last_healthy = 0, None, math.inf, [], None
     if resume and path is not None and checkpoint_exists(path):
-        state, saved = load_checkpoint(path, map_location=device, verify=False)  # the manifest lists finished stages
+        # the manifest lists finished stages
+        state, saved = load_checkpoint(path, map_location=device, verify=False)
         load_into(model, {k[6:]: v for k, v in state.items() if k.startswith("model.")}, stage.name)
         if ema is not None:
             load_into(ema, {k[4:]: v for k, v in state.items() if k.startswith("ema.")}, f"EMA {stage.name}")
         _load_optimizer(opt, state)
         info = saved["extra"]
-        step, smooth, best, losses, last_healthy = info["step"], info["smooth"], info["best"], info["losses"], info["step"]
-        if on_checkpoint is not None and rank == 0:  # a kill may have come between the state and what follows it
+        step, smooth, best, losses = info["step"], info["smooth"], info["best"], info["losses"]
+        last_healthy = info["step"]
+        if on_checkpoint is not None and rank == 0:  # a kill may have come between the state and what follows
             on_checkpoint(ema if ema is not None else model, step)
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
@@ -150,7 +163,8 @@ def fit(stage: Stage, out: Optional[Path] = None, checkpoint_every: int = 0, res
             return
         tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **_optimizer_tensors(opt),
                    **({f"ema.{k}": v for k, v in ema.state_dict().items()} if ema is not None else {})}
-        save_checkpoint(path, tensors, {}, {"step": at, "loss": losses[-1] if losses else None, "smooth": smooth,
+        save_checkpoint(path, tensors, {},
+                        {"step": at, "loss": losses[-1] if losses else None, "smooth": smooth,
                                             "best": best, "losses": losses, **(meta or {})})
         if on_checkpoint is not None:
             on_checkpoint(ema if ema is not None else model, at)
@@ -167,14 +181,16 @@ def fit(stage: Stage, out: Optional[Path] = None, checkpoint_every: int = 0, res
             loss = stage.loss(wrapped, batch)
         value = _mean_over_ranks(loss.item(), world, device)
         # 1. divergence: a NaN, an explosion, or the smoothed loss far above its best
-        smooth = value if smooth is None or not math.isfinite(smooth) else SMOOTHING * smooth + (1 - SMOOTHING) * value
+        smooth = (value if smooth is None or not math.isfinite(smooth)
+                  else SMOOTHING * smooth + (1 - SMOOTHING) * value)
         best = max(LOSS_FLOOR, min(best, smooth))
         if not math.isfinite(value) or value > LOSS_EXPLODED or smooth > DIVERGED_FACTOR * best:
             bar.close()  # so the message starts on a line of its own
-            kept = (f"the last healthy checkpoint, step {last_healthy}, is kept in {path}" if last_healthy is not None
-                    and path is not None else "no healthy checkpoint exists")
-            raise TrainingDiverged(f"{stage.name} training diverged at step {step}: loss {value:.4g} (smoothed "
-                                   f"{smooth:.4g}, best {best:.4g}); {kept}. Lower its lr (now {stage.lr:g}).")
+            kept = (f"the last healthy checkpoint, step {last_healthy}, is kept in {path}"
+                    if last_healthy is not None and path is not None else "no healthy checkpoint exists")
+            raise TrainingDiverged(f"{stage.name} training diverged at step {step}: loss {value:.4g} "
+                                   f"(smoothed {smooth:.4g}, best {best:.4g}); {kept}. Lower its lr (now "
+                                   f"{stage.lr:g}).")
         # 2. checkpoint the weights that just produced this healthy loss, before they change
         if checkpoint_every and step % checkpoint_every == 0 and step > first and value <= UNHEALTHY_FACTOR * best:
             checkpoint(step)
@@ -221,7 +237,7 @@ def _frozen_copy(model: nn.Module) -> nn.Module:
     return twin
 
 
-def diffusion_loss(model: Any, schedule: Any, x0: Tensor, t: Tensor, noise: Tensor, cond: Optional[Tensor],
+def diffusion_loss(model: Any, schedule: Any, x0: Tensor, t: Tensor, noise: Tensor, cond: Tensor | None,
                    prediction_type: str = "eps") -> Tensor:
     """Mean squared error between the model's output on x_t = q_sample(x0, t, noise) and its target.
 
@@ -246,10 +262,11 @@ class TrainConfig:
     data: str = "shapes"
     data_options: dict[str, Any] = dataclasses.field(default_factory=lambda: {"max_objects": 1})
     resolution: int = 32
-    channels: Optional[int] = None  # stored data: 1 or 3 (default: the source's own, RGB for images)
+    channels: int | None = None  # stored data: 1 or 3 (default: the source's own, RGB for images)
     unet: str = "cpu-latent"
     latent: bool = True
-    prediction_type: str = "v"  # with the cosine schedule, eps errors are amplified ~2e4x at t = T-1 (notebook 02)
+    # with the cosine schedule, eps errors are amplified ~2e4x at t = T-1 (notebook 02)
+    prediction_type: str = "v"
     schedule: str = "cosine"
     T: int = 1000
     batch_size: int = 64
@@ -278,7 +295,8 @@ class TrainConfig:
         from minidiff.schedule import PREDICTION_TYPES
 
         if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type={self.prediction_type!r} is not known; choose one of {PREDICTION_TYPES}")
+            raise ValueError(f"prediction_type={self.prediction_type!r} is not known; choose one of "
+                             f"{PREDICTION_TYPES}")
         for name in ("steps", "batch_size", "text_steps", "vae_steps", "vae_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -286,28 +304,32 @@ class TrainConfig:
             raise ValueError(f"cond_dropout={self.cond_dropout} must lie in [0, 1]")
 
 
-_TINY = dict(steps=20, batch_size=8, checkpoint_every=5, sample_every=0, text_steps=5, vae_steps=5, warmup_steps=5,
-             judge_steps=5, text_bar=0.0, vae_bar=0.0, judge_bar=0.0,
+_TINY = dict(steps=20, batch_size=8, checkpoint_every=5, sample_every=0, text_steps=5, vae_steps=5,
+             warmup_steps=5, judge_steps=5, text_bar=0.0, vae_bar=0.0, judge_bar=0.0,
              unet_overrides={"base_channels": 8, "channel_mults": (1, 2)})
 _PIXEL_GPU = dict(unet="gpu-pixel", latent=False, batch_size=256, lr=2e-4, steps=20000, text_preset="gpu")
 PRESETS: dict[str, TrainConfig] = {
     "shapes-latent": TrainConfig(),
     "shapes-pixel": TrainConfig(unet="cpu-pixel", latent=False, steps=3000),
-    "shapes-latent-gpu": TrainConfig(unet="gpu-latent", batch_size=256, lr=3e-4, steps=20000, text_preset="gpu"),
+    "shapes-latent-gpu": TrainConfig(unet="gpu-latent", batch_size=256, lr=3e-4, steps=20000,
+                                     text_preset="gpu"),
     "shapes-pixel-gpu": TrainConfig(**_PIXEL_GPU),
-    "digits": TrainConfig(data="digits", data_options={}, resolution=16, unet="cpu-pixel", latent=False, steps=1500,
-                          warmup_steps=100, sample_every=500, text_steps=150, judge_steps=300),
-    "images": TrainConfig(data="digits", data_options={}, unet="cpu-pixel", latent=False, steps=3000, text_steps=300,
-                          judge_steps=600),  # any stored data set: train --data PATH picks this
+    "digits": TrainConfig(data="digits", data_options={}, resolution=16, unet="cpu-pixel", latent=False,
+                          steps=1500, warmup_steps=100, sample_every=500, text_steps=150, judge_steps=300),
+    # any stored data set: train --data PATH picks this
+    "images": TrainConfig(data="digits", data_options={}, unet="cpu-pixel", latent=False, steps=3000,
+                          text_steps=300, judge_steps=600),
     "digits-gpu": TrainConfig(data="digits", data_options={}, resolution=16, judge_steps=300,
                               **{**_PIXEL_GPU, "steps": 5000}),
-    "mnist-gpu": TrainConfig(data="mnist", data_options={}, judge_steps=2000, **_PIXEL_GPU),  # 28 -> 32 px, 1 channel
+    # 28 -> 32 px, 1 channel
+    "mnist-gpu": TrainConfig(data="mnist", data_options={}, judge_steps=2000, **_PIXEL_GPU),
     "fashion-mnist-gpu": TrainConfig(data="fashion_mnist", data_options={}, judge_steps=2000, judge_bar=0.85,
                                      **_PIXEL_GPU),
-    "cifar10-gpu": TrainConfig(data="cifar10", data_options={}, judge_steps=3000, judge_bar=0.6, **_PIXEL_GPU),
-    "butterflies-gpu": TrainConfig(data="huggan/smithsonian_butterflies_subset", data_options={}, resolution=64,
-                                   unet="gpu-latent", batch_size=64, lr=2e-4, steps=20000, text_preset="gpu",
-                                   text_bar=0.0, vae_bar=0.0),
+    "cifar10-gpu": TrainConfig(data="cifar10", data_options={}, judge_steps=3000, judge_bar=0.6,
+                               **_PIXEL_GPU),
+    "butterflies-gpu": TrainConfig(data="huggan/smithsonian_butterflies_subset", data_options={},
+                                   resolution=64, unet="gpu-latent", batch_size=64, lr=2e-4, steps=20000,
+                                   text_preset="gpu", text_bar=0.0, vae_bar=0.0),
     "tiny": TrainConfig(**_TINY),
     "tiny-pixel": TrainConfig(**{**_TINY, "latent": False, "unet": "cpu-pixel",
                                  "unet_overrides": {**_TINY["unet_overrides"], "attention_levels": (1,)}}),
@@ -337,8 +359,8 @@ def build_unet(config: TrainConfig, channels: int, text_dim: int) -> nn.Module:
     return UNet(UNetConfig.from_preset(config.unet, **overrides))
 
 
-def unet_stage(config: TrainConfig, source: Any, text_encoder: nn.Module, tokenizer: Any, vae: Optional[nn.Module],
-               device: torch.device) -> Stage:
+def unet_stage(config: TrainConfig, source: Any, text_encoder: nn.Module, tokenizer: Any,
+               vae: nn.Module | None, device: torch.device) -> Stage:
     """The denoiser stage: captions -> frozen text encoder (a share dropped to "", so the same network
     learns the unconditional model guidance needs), images -> (VAE latents), noised by the schedule."""
     from minidiff.schedule import make_schedule
@@ -358,8 +380,8 @@ def unet_stage(config: TrainConfig, source: Any, text_encoder: nn.Module, tokeni
         g = torch.Generator().manual_seed(data_seed)
         # 1. classifier-free guidance dropout: some captions become the empty prompt (Ho & Salimans 2022)
         drop = torch.rand(len(captions), generator=g) < config.cond_dropout
-        cond = encode_prompts(text_encoder, tokenizer, ["" if d else c for c, d in zip(captions, drop.tolist())],
-                              device)  # (B, L, D)
+        cond = encode_prompts(text_encoder, tokenizer,
+                              ["" if d else c for c, d in zip(captions, drop.tolist())], device)  # (B, L, D)
         x0 = images.to(device) if vae is None else to_latent(vae, images.to(device))  # (B, C', h, w)
         # 2. a random timestep and noise per image (Ho et al. 2020, alg. 1)
         t = torch.randint(0, config.T, (x0.shape[0],), generator=g).to(device)  # (B,)
@@ -375,9 +397,9 @@ def unet_stage(config: TrainConfig, source: Any, text_encoder: nn.Module, tokeni
 
 
 def train_denoiser(config: TrainConfig, out_dir: str | Path, text_encoder: nn.Module, tokenizer: Any,
-                   vae: Optional[nn.Module] = None, device: str = "auto", resume: bool = False,
-                   max_minutes: Optional[float] = None, progress: bool = True, sample_fn: Any = None,
-                   stop_after: Optional[int] = None, source: Any = None) -> dict[str, Any]:
+                   vae: nn.Module | None = None, device: str = "auto", resume: bool = False,
+                   max_minutes: float | None = None, progress: bool = True, sample_fn: Any = None,
+                   stop_after: int | None = None, source: Any = None) -> dict[str, Any]:
     """Train the U-Net stage with ``fit``; save its EMA weights as ``<out>/unet``; return fit's numbers.
 
     ``sample_fn(unet, step)`` is called every ``config.sample_every`` steps with the EMA model.

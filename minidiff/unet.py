@@ -24,8 +24,9 @@ EMB_MULT = 4  # time-embedding width = 4 * base_channels (Ho et al. 2020 code)
 
 @dataclass
 class UNetConfig:
-    """Shape of a U-Net. Level ``i`` works at resolution ``H / 2**i`` with ``base_channels * channel_mults[i]``
-    channels; levels in ``attention_levels`` (and the middle) get self- and cross-attention.
+    """Shape of a U-Net. Level ``i`` works at resolution ``H / 2**i`` with
+    ``base_channels * channel_mults[i]`` channels; levels in ``attention_levels`` (and the middle) get
+    self- and cross-attention.
     ``text_dim`` is D of the text tokens ``cond`` (B, L, D); ``None`` or 0 builds an unconditional model.
     """
 
@@ -50,9 +51,11 @@ class UNetConfig:
         if self.text_dim == 0:
             self.text_dim = None
         if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type={self.prediction_type!r} is not known; choose one of {PREDICTION_TYPES}")
+            raise ValueError(f"prediction_type={self.prediction_type!r} is not known; choose one of "
+                             f"{PREDICTION_TYPES}")
         if not self.channel_mults or any(m < 1 for m in self.channel_mults):
-            raise ValueError(f"channel_mults={self.channel_mults} must be a non-empty tuple of positive integers")
+            raise ValueError(f"channel_mults={self.channel_mults} must be a non-empty tuple of positive "
+                             "integers")
         levels = tuple(range(len(self.channel_mults)))
         if any(i not in levels for i in self.attention_levels):
             raise ValueError(f"attention_levels={self.attention_levels} must be level indices in {levels}")
@@ -63,7 +66,8 @@ class UNetConfig:
         if any(w % self.heads for w in widths):
             raise ValueError(f"heads={self.heads} must divide every level width {widths}")
         if self.text_dim is not None and self.text_dim < 0:
-            raise ValueError(f"text_dim={self.text_dim} must be a positive integer, or None/0 for unconditional")
+            raise ValueError(f"text_dim={self.text_dim} must be a positive integer, or None/0 for "
+                             "unconditional")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
 
@@ -106,7 +110,8 @@ PRESETS: dict[str, UNetConfig] = {
 class _Stage(nn.Module):
     """A ResBlock followed, at attention levels, by a SpatialTransformer."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, config: UNetConfig, level: int, attention: bool) -> None:
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, config: UNetConfig, level: int,
+                 attention: bool) -> None:
         super().__init__()
         self.res = ResBlock(in_ch, out_ch, emb_dim, config.dropout)
         self.attn = SpatialTransformer(out_ch, config.text_dim, config.heads, level) if attention else None
@@ -141,7 +146,8 @@ class UNet(nn.Module):
         for level, mult in enumerate(config.channel_mults):
             stages = nn.ModuleList()
             for _ in range(config.num_res_blocks):
-                stages.append(_Stage(ch, base * mult, emb_dim, config, level, level in config.attention_levels))
+                stages.append(_Stage(ch, base * mult, emb_dim, config, level,
+                                     level in config.attention_levels))
                 ch = base * mult
                 skips.append(ch)
             self.down.append(stages)
@@ -167,7 +173,8 @@ class UNet(nn.Module):
 
         self.norm_out = group_norm(ch)
         self.conv_out = nn.Conv2d(ch, config.out_channels, 3, padding=1)
-        # zero-init the last conv so the untrained model predicts 0 (Nichol & Dhariwal 2021 code; Goyal et al. 2017)
+        # zero-init the last conv so the untrained model predicts 0 (Nichol & Dhariwal 2021 code;
+        # Goyal et al. 2017)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -176,7 +183,8 @@ class UNet(nn.Module):
         if xt.dim() != 4:
             raise ValueError(f"xt must have shape (B, C, H, W), got {tuple(xt.shape)}")
         if xt.shape[1] != cfg.in_channels:
-            raise ValueError(f"xt has {xt.shape[1]} channels but this U-Net takes in_channels={cfg.in_channels}")
+            raise ValueError(f"xt has {xt.shape[1]} channels but this U-Net takes "
+                             f"in_channels={cfg.in_channels}")
         f = cfg.downsample_factor
         for name, size in (("height", xt.shape[2]), ("width", xt.shape[3])):
             if size % f:
@@ -191,11 +199,12 @@ class UNet(nn.Module):
                 raise ValueError("this U-Net is unconditional (text_dim=None) but got cond; pass cond=None")
             return
         if cond is None:
-            raise ValueError(f"this U-Net is text-conditioned (text_dim={cfg.text_dim}) and needs cond (B, L, "
-                             f"{cfg.text_dim}); for no prompt pass the embedding of the empty prompt ''")
+            raise ValueError(f"this U-Net is text-conditioned (text_dim={cfg.text_dim}) and needs cond "
+                             f"(B, L, {cfg.text_dim}); for no prompt pass the embedding of the empty "
+                             "prompt ''")
         if cond.dim() != 3 or cond.shape[2] != cfg.text_dim or cond.shape[0] not in (1, xt.shape[0]):
-            raise ValueError(f"cond must have shape (B or 1, L, text_dim) = ({xt.shape[0]}, L, {cfg.text_dim}), "
-                             f"got {tuple(cond.shape)}")
+            raise ValueError(f"cond must have shape (B or 1, L, text_dim) = ({xt.shape[0]}, L, "
+                             f"{cfg.text_dim}), got {tuple(cond.shape)}")
 
     def forward(self, xt: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
                 cond_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -57,7 +57,7 @@ class VAEConfig:
         return 2 ** (len(self.channel_mult) - 1)
 
     @classmethod
-    def from_preset(cls, name: str) -> "VAEConfig":
+    def from_preset(cls, name: str) -> VAEConfig:
         """The config called ``name``; see ``PRESETS``."""
         if name not in PRESETS:
             raise ValueError(f"VAE preset {name!r} is not known; choose one of {sorted(PRESETS)}")
@@ -138,7 +138,8 @@ class VAE(nn.Module):
         h, w = x.shape[-2:]
         if h % f or w % f:
             raise ValueError(f"image size {h}x{w} cannot be encoded with downsample factor f={f}; "
-                             f"height and width must be multiples of {f} (e.g. {f * math.ceil(h / f)}x{f * math.ceil(w / f)})")
+                             f"height and width must be multiples of {f} (e.g. "
+                             f"{f * math.ceil(h / f)}x{f * math.ceil(w / f)})")
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, 3, H, W) in [-1, 1] -> (mean, logvar), each (B, C_lat, H/f, W/f)."""
@@ -157,7 +158,8 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, C_lat, h, w) -> x (B, 3, h f, w f); not clamped."""
         if z.ndim != 4 or z.shape[1] != self.config.latent_channels:
-            raise ValueError(f"latent must be (B, {self.config.latent_channels}, h, w); got shape {tuple(z.shape)}")
+            raise ValueError(f"latent must be (B, {self.config.latent_channels}, h, w); got shape "
+                             f"{tuple(z.shape)}")
         return self.decoder(z)
 
     @staticmethod
@@ -241,7 +243,8 @@ def train_vae(config: VAEConfig, steps: int, batch_size: int = 8, seed: int = 0,
 
     source = source or ShapesSource(ShapesConfig(resolution=resolution))
     stage = vae_stage(config, source, steps, batch_size, seed)
-    result = fit(stage, out, checkpoint_every=500, resume=resume, progress=progress, device=pick_device(device))
+    result = fit(stage, out, checkpoint_every=500, resume=resume, progress=progress,
+                 device=pick_device(device))
     vae = stage.model.eval()
     vae.train_steps, vae.train_time_s, vae.losses = result["step"], result["seconds"], result["losses"]
     # scale latents to unit std on held-out images (Rombach et al. 2022, sec. 4.3.2)

@@ -11,8 +11,9 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 from minidiff.checkpoint import check_writable, checkpoint_exists, pick_device, read_metadata
 
@@ -34,7 +35,7 @@ class UserError(Exception):
     """Input the user can fix; printed as one ``error: ...`` line without a traceback."""
 
 
-def check_int(option: str, value: int, low: int, high: Optional[int] = None, why: str = "") -> None:
+def check_int(option: str, value: int, low: int, high: int | None = None, why: str = "") -> None:
     """Raise a UserError unless ``low <= value <= high`` (no upper bound when ``high`` is None)."""
     if value < low or (high is not None and value > high):
         allowed = f"in {low}..{high}" if high is not None else f">= {low}"
@@ -70,7 +71,7 @@ def check_output(option: str, value: str, folder: bool = False, suffixes: Sequen
     return as_option(f"{option}={value!r} ", check_writable, value, folder, suffixes)
 
 
-def pipeline_facts(weights: Optional[str]) -> dict[str, Any]:
+def pipeline_facts(weights: str | None) -> dict[str, Any]:
     """What the checks need from the checkpoints of ``--weights`` (None: the shipped ones), read from their
     headers without building a model: training resolution, timesteps T, size multiple, the tokenizer, its
     max_len, and whether it only knows shapes caption words (then the judge can read prompts back)."""
@@ -165,8 +166,9 @@ def training_config(args: argparse.Namespace, out: Path) -> Any:
         check_float("--minutes", args.minutes, 0.0, 1e6, " (the U-Net stage stops after it)", low_open=True)
     if args.seed is not None:
         check_seed(args.seed)
-    overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("resolution", args.resolution),
-                                   ("channels", args.channels)) if v is not None}
+    overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed),
+                                   ("resolution", args.resolution), ("channels", args.channels))
+                 if v is not None}
     if args.data is not None:
         options = {k: v for k, v in vars(args).items() if k in DATA_OPTIONS and v is not None}
         if args.data in ("shapes", "digits") and options.keys() - {"caption_template"}:
@@ -190,9 +192,11 @@ def training_config(args: argparse.Namespace, out: Path) -> Any:
                         f"(and --steps, --seed) it was started with")
     if saved is None:  # a new run, or an old one without its settings: the preset decides
         return train_config(preset, **overrides)
-    config = train_config(args.preset, **overrides) if args.preset else dataclasses.replace(saved, **overrides)
+    config = (train_config(args.preset, **overrides) if args.preset
+              else dataclasses.replace(saved, **overrides))
     wanted, old = (json.loads(json.dumps(dataclasses.asdict(c))) for c in (config, saved))  # tuples -> lists
-    if differ := [f"{k}={v!r} (asked: {wanted.get(k)!r})" for k, v in sorted(old.items()) if v != wanted.get(k)]:
+    if differ := [f"{k}={v!r} (asked: {wanted.get(k)!r})"
+                  for k, v in sorted(old.items()) if v != wanted.get(k)]:
         raise UserError(f"--resume: the run in {out} was trained with other settings: {'; '.join(differ)}; "
                         f"resume it with its own settings or choose another --out")
     if state.get("step", 0) >= config.steps:
@@ -203,6 +207,6 @@ def training_config(args: argparse.Namespace, out: Path) -> Any:
     return config
 
 
-def default_preset(data: Optional[str]) -> str:
+def default_preset(data: str | None) -> str:
     """The preset ``train`` uses when only --data is given."""
     return DEFAULT_PRESET if data in (None, "shapes") else "digits" if data == "digits" else "images"

@@ -10,12 +10,12 @@ import torch
 
 from minidiff import cli
 from minidiff.checkpoint import load_checkpoint
-
 from minidiff.pipeline import WEIGHTS_DIR
 
 
 def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "minidiff", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "minidiff", *args], capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_help_lists_every_command():
@@ -78,8 +78,8 @@ def test_train_then_sample_from_the_run(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "step=20" in result.stdout and f"--weights {run_dir}" in result.stdout
     written = {p.name for p in run_dir.iterdir()}
-    assert {"run.json", "text_encoder.safetensors", "vae.safetensors", "unet.safetensors", "unet_state.safetensors",
-            "manifest.json"} <= written
+    assert {"run.json", "text_encoder.safetensors", "vae.safetensors", "unet.safetensors",
+            "unet_state.safetensors", "manifest.json"} <= written
     out = tmp_path / "grid.png"
     result = run("sample", "a red circle", "--weights", str(run_dir), "--steps", "2", "--num-images", "1",
                  "--out", str(out))

@@ -9,6 +9,7 @@ import re
 
 import pytest
 import torch
+from test_training import tiny_setup
 
 from minidiff import cli, training
 from minidiff.checkpoint import checkpoint_exists, load_checkpoint, load_into
@@ -23,8 +24,6 @@ from minidiff.training import (
     train_denoiser,
     unet_stage,
 )
-
-from test_training import tiny_setup
 
 BLOW_UP = {"lr": 1e4, "grad_clip": 1e9, "warmup_steps": 1}  # a step this large diverges within a few steps
 

@@ -31,7 +31,8 @@ STUB_RAISE = re.compile(r"    raise NotImplementedError\(.*\Z", re.DOTALL)  # th
 
 # what each made-up student wrote in place of the stub's `raise NotImplementedError(...)`; ex10 is missing
 STUDENTS = {
-    "ex01_linear_schedule": ("    s = 1000 / T\n    betas = torch.linspace(1e-4 * s, 0.02 * s, T, dtype=torch.float64)\n"
+    "ex01_linear_schedule": ("    s = 1000 / T\n"
+                             "    betas = torch.linspace(1e-4 * s, 0.02 * s, T, dtype=torch.float64)\n"
                              "    return torch.cumprod(1 - betas.clamp(max=0.999), dim=0)\n"),  # correct
     "ex02_cosine_schedule": "    print('working on it')\n    return alpha_bar_cosine\n",  # returns a function
     "ex03_q_sample": ("    ab = alpha_bar[t - 1].to(x0.dtype).view(-1, *[1] * (x0.ndim - 1))\n"  # off by one

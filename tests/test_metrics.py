@@ -6,12 +6,24 @@ import pytest
 import torch
 
 from minidiff.checkpoint import save_checkpoint
-from minidiff.shapes import ShapesConfig, make_shapes, parse_caption, render, vocabulary
 from minidiff.judge import load_judge
-from minidiff.metrics import (EVAL_PROMPTS, diversity, eval_prompts, evaluate_judge_cli, evaluate_pipeline_cli,
-                              format_table, frechet_distance, gaussian_frechet_distance, generate, judge_features,
-                              nearest_neighbour_distance, prompt_adherence, saturation)
+from minidiff.metrics import (
+    EVAL_PROMPTS,
+    diversity,
+    eval_prompts,
+    evaluate_judge_cli,
+    evaluate_pipeline_cli,
+    format_table,
+    frechet_distance,
+    gaussian_frechet_distance,
+    generate,
+    judge_features,
+    nearest_neighbour_distance,
+    prompt_adherence,
+    saturation,
+)
 from minidiff.pipeline import Pipeline
+from minidiff.shapes import ShapesConfig, make_shapes, parse_caption, render, vocabulary
 from minidiff.text import TextEncoder, TextEncoderConfig, Tokenizer, save_text_encoder
 from minidiff.unet import UNet, UNetConfig
 
@@ -31,11 +43,13 @@ def test_frechet_of_identical_gaussians_is_zero():
 def test_frechet_one_dimensional_closed_form():
     # N(0, 1) vs N(1, 4): (0 - 1)^2 + 1 + 4 - 2 * sqrt(1 * 4) = 2
     one = torch.ones(1, 1, dtype=torch.float64)
-    assert gaussian_frechet_distance(torch.zeros(1), one, torch.ones(1), 4 * one) == pytest.approx(2.0, abs=1e-12)
+    got = gaussian_frechet_distance(torch.zeros(1), one, torch.ones(1), 4 * one)
+    assert got == pytest.approx(2.0, abs=1e-12)
 
 
 def test_frechet_diagonal_closed_form():
-    # diagonal covariances: sum_i (m_i - n_i)^2 + (sqrt(a_i) - sqrt(b_i))^2, by hand = 1 + 4 + (1 - 3)^2 + (2 - 1)^2 = 10
+    # diagonal covariances: sum_i (m_i - n_i)^2 + (sqrt(a_i) - sqrt(b_i))^2,
+    # by hand = 1 + 4 + (1 - 3)^2 + (2 - 1)^2 = 10
     mu_a, mu_b = torch.tensor([0.0, 0.0]), torch.tensor([1.0, 2.0])
     cov_a, cov_b = torch.diag(torch.tensor([1.0, 4.0])), torch.diag(torch.tensor([9.0, 1.0]))
     assert gaussian_frechet_distance(mu_a, cov_a, mu_b, cov_b) == pytest.approx(10.0, abs=1e-9)
@@ -49,7 +63,8 @@ def test_frechet_of_non_commuting_covariances_matches_matrix_square_root():
     cov_a, cov_b = a @ a.T + 0.1 * torch.eye(3), b @ b.T + 0.1 * torch.eye(3)
     tr_sqrt = torch.linalg.eigvals(cov_a @ cov_b).real.clamp_min(0).sqrt().sum()
     expected = (cov_a.trace() + cov_b.trace() - 2 * tr_sqrt).item()
-    assert gaussian_frechet_distance(torch.zeros(3), cov_a, torch.zeros(3), cov_b) == pytest.approx(expected, rel=1e-9)
+    got = gaussian_frechet_distance(torch.zeros(3), cov_a, torch.zeros(3), cov_b)
+    assert got == pytest.approx(expected, rel=1e-9)
 
 
 def test_frechet_from_samples_approaches_the_closed_form():
@@ -137,7 +152,8 @@ def pixel_run(tmp_path_factory):
     tokenizer = Tokenizer(vocabulary())
     encoder = TextEncoder(TextEncoderConfig(vocab_size=len(tokenizer), dim=16, layers=1, heads=2))
     save_text_encoder(encoder, tokenizer, folder / "text_encoder")
-    unet = UNet(UNetConfig(in_channels=3, base_channels=8, channel_mults=(1, 2), attention_levels=(1,), text_dim=16, heads=2))
+    unet = UNet(UNetConfig(in_channels=3, base_channels=8, channel_mults=(1, 2), attention_levels=(1,),
+                           text_dim=16, heads=2))
     train = {"latent": False, "resolution": 16, "schedule": "cosine", "T": 1000}
     save_checkpoint(folder / "unet", unet, unet.config, {"kind": "unet", "train_config": train})
     return folder

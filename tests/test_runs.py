@@ -37,8 +37,8 @@ def test_saved_hf_dataset_trains_samples_and_evals(tmp_path, capsys):
     datasets.Dataset.from_dict({"image": class_images(40), "label": [i % 2 for i in range(40)]},
                                features=features).save_to_disk(str(tmp_path / "saved"))
     run = tmp_path / "run"
-    run_cli(capsys, "train", "--preset", "tiny-pixel", "--data", tmp_path / "saved", "--label-column", "label",
-            "--caption-template", "a {label}", "--resolution", 16, "--out", run)
+    run_cli(capsys, "train", "--preset", "tiny-pixel", "--data", tmp_path / "saved", "--label-column",
+            "label", "--caption-template", "a {label}", "--resolution", 16, "--out", run)
     assert {p.name for p in run.iterdir()} >= {"run.json", "judge.json", "text_encoder.json", "unet.json"}
     assert run_config(run).data == str(tmp_path / "saved")
     out, err = run_cli(capsys, "sample", "a circle", "--weights", run, "--num-images", 2, "--steps", 2,
@@ -74,7 +74,8 @@ def test_image_folder_trains_a_latent_run_and_evals_without_labels(tmp_path, cap
 
 def test_a_stage_that_misses_its_bar_stops_the_run(tmp_path, capsys):
     config = train_config("tiny-pixel", data="digits", data_options={}, resolution=16, judge_bar=1.01)
-    with pytest.raises(StageFailed, match=r"judge stage missed its bar: accuracy on 180 held-out images 0\.\d+, "
+    with pytest.raises(StageFailed,
+                       match=r"judge stage missed its bar: accuracy on 180 held-out images 0\.\d+, "
                                           r"expected >= 1\.01"):
         train_preset(config, tmp_path, device="cpu", progress=False)
     assert not (tmp_path / "text_encoder.json").exists(), "the next stage must not start"
@@ -85,7 +86,8 @@ def test_a_stage_that_misses_its_bar_stops_the_run(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     path = tmp_path_factory.mktemp("saved") / "ds"
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(CLASSES))})
+    features = datasets.Features({"image": datasets.Image(),
+                                  "label": datasets.ClassLabel(names=list(CLASSES))})
     datasets.Dataset.from_dict({"image": class_images(12), "label": [i % 2 for i in range(12)]},
                                features=features).save_to_disk(str(path))
     return path
@@ -94,11 +96,14 @@ def saved(tmp_path_factory):
 @pytest.mark.parametrize("args, message", [
     (["--data", "no/such/folder.png"], "--data 'no/such/folder.png' does not exist"),
     (["--data", "digits", "--caption-column", "text"], "--data digits takes no column options"),
-    (["--data", "{saved}", "--label-column", "kind"], "label_column='kind' is not a column of .*['image', 'label']"),
+    (["--data", "{saved}", "--label-column", "kind"],
+     "label_column='kind' is not a column of .*['image', 'label']"),
     (["--data", "{saved}"], "give exactly one of caption_column=None and label_column=None"),
-    (["--data", "{saved}", "--label-column", "label", "--caption-template", "a pet"], r"must contain \{label\}"),
+    (["--data", "{saved}", "--label-column", "label", "--caption-template", "a pet"],
+     r"must contain \{label\}"),
     (["--data", "{saved}", "--label-column", "label", "--channels", "2"], "channels=2 is not allowed"),
-    (["--data", "digits", "--resolution", "100"], "--resolution 100 is not a multiple of 8|resolution=100 is not allowed"),
+    (["--data", "digits", "--resolution", "100"],
+     "--resolution 100 is not a multiple of 8|resolution=100 is not allowed"),
     (["--data", "{empty}"], "neither a saved data set .* nor an image folder"),
     (["--preset", "huge"], "--preset='huge' is not known; choose one of .*digits"),
 ])
@@ -106,7 +111,8 @@ def test_bad_data_options_exit_2_with_one_line(tmp_path, capsys, saved, args, me
     import re
 
     (tmp_path / "empty").mkdir()
-    argv = ["train", *[a.format(saved=saved, empty=tmp_path / "empty") for a in args], "--out", str(tmp_path / "run")]
+    argv = ["train", *[a.format(saved=saved, empty=tmp_path / "empty") for a in args], "--out",
+            str(tmp_path / "run")]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and re.search(message, err[0]), err

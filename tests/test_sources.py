@@ -8,8 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
-from minidiff.data import (HELD_OUT_SHARE, ShapesSource, StoredSource, digits_source, folder_source, hf_source,
-                           label_caption, load_source)
+from minidiff.data import (
+    HELD_OUT_SHARE,
+    ShapesSource,
+    StoredSource,
+    digits_source,
+    folder_source,
+    hf_source,
+    label_caption,
+    load_source,
+)
 from minidiff.shapes import RGB, ShapesConfig, make_shapes
 
 
@@ -48,9 +56,10 @@ def test_digits_are_the_real_scans_upscaled():
     assert torch.equal(source.images[:, 0, 0, 0], corners)
     # the mean grey level survives the upscaling to within rounding (bilinear preserves it away from edges)
     assert abs(source.images.float().mean().item() / 255 - ref.images.mean() / 16) < 0.02
-    assert source.captions[0] == "a handwritten digit zero" and source.captions[ref.target.tolist().index(7)].endswith("seven")
-    assert source.vocabulary() == sorted({"a", "handwritten", "digit", "zero", "one", "two", "three", "four", "five",
-                                          "six", "seven", "eight", "nine"})
+    assert source.captions[0] == "a handwritten digit zero"
+    assert source.captions[ref.target.tolist().index(7)].endswith("seven")
+    assert source.vocabulary() == sorted({"a", "handwritten", "digit", "zero", "one", "two", "three", "four",
+                                          "five", "six", "seven", "eight", "nine"})
 
 
 def test_batches_are_seeded_and_never_draw_held_out_images():
@@ -84,21 +93,23 @@ def save_labelled(path, n=12, split=None):
 def test_hf_source_caption_column_resizes_and_crops(tmp_path):
     images = [striped(["red", "green", "blue"]), striped(["white"], height=40)]
     ds = datasets.Dataset.from_dict({"image": images, "text": ["a wide image", "a white square"]},
-                                    features=datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")}))
+                                    features=datasets.Features({"image": datasets.Image(),
+                                                                "text": datasets.Value("string")}))
     ds.save_to_disk(str(tmp_path / "ds"))
     got = hf_source(str(tmp_path / "ds"), caption_column="text", resolution=16)
     assert got.captions == ["a wide image", "a white square"] and got.label_names is None
     x = got.pixels(torch.arange(2))
     assert x.shape == (2, 3, 16, 16)
-    assert torch.allclose(x[0, :, 8, 8], as_pixels("green"), atol=0.02)  # the centre crop keeps the middle stripe
+    # the centre crop keeps the middle stripe
+    assert torch.allclose(x[0, :, 8, 8], as_pixels("green"), atol=0.02)
     assert torch.allclose(x[1], torch.ones_like(x[1]), atol=0.01)
     assert any("resized" in note for note in got.notes)
 
 
 def test_hf_source_label_column_with_classlabel(tmp_path):
     save_labelled(tmp_path / "pets", split="test")
-    got = hf_source(str(tmp_path / "pets"), split="test", label_column="label", caption_template="a photo of a {label}",
-                    resolution=16, channels=1)
+    got = hf_source(str(tmp_path / "pets"), split="test", label_column="label",
+                    caption_template="a photo of a {label}", resolution=16, channels=1)
     assert got.captions[:3] == ["a photo of a cat", "a photo of a dog", "a photo of a cat"]
     assert got.label_names == ("cat", "dog") and got.labels.tolist()[:4] == [0, 1, 0, 1] and got.channels == 1
     assert any("converted to L" in note for note in got.notes)
@@ -121,7 +132,8 @@ def test_image_folder_source(tmp_path, fmt):
     if fmt == "txt":
         (tmp_path / "captions.txt").write_text("".join(f"{n}\t{c}\n" for n, c in rows))
     else:
-        (tmp_path / "metadata.jsonl").write_text("".join(json.dumps({"file_name": n, "text": c}) + "\n" for n, c in rows))
+        (tmp_path / "metadata.jsonl").write_text("".join(json.dumps({"file_name": n, "text": c}) + "\n"
+                                                         for n, c in rows))
     got = folder_source(tmp_path, resolution=16)
     assert got.captions == ["a red image", "blue, then yellow"] and got.images.shape == (2, 3, 16, 16)
     assert torch.allclose(got.pixels(torch.tensor([0]))[0, :, 4, 4], as_pixels("red"), atol=0.02)
@@ -158,7 +170,8 @@ def test_load_source_dispatch(tmp_path, monkeypatch):
         raise ConnectionError("no internet")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(ValueError, match="could not load data set 'mnist' from the Hugging Face Hub .*ConnectionError"):
+    with pytest.raises(ValueError,
+                       match="could not load data set 'mnist' from the Hugging Face Hub .*ConnectionError"):
         load_source("mnist")
 
 

@@ -32,7 +32,8 @@ def test_a_killed_run_resumes_exactly(tmp_path):
     config, encoder, tokenizer = tiny_setup()
     full = train_denoiser(config, tmp_path / "full", encoder, tokenizer, device="cpu", progress=False)
     assert full["step"] == 12
-    first = train_denoiser(config, tmp_path / "killed", encoder, tokenizer, device="cpu", progress=False, stop_after=5)
+    first = train_denoiser(config, tmp_path / "killed", encoder, tokenizer, device="cpu", progress=False,
+                           stop_after=5)
     assert first["step"] == 5 and weights(tmp_path / "killed")[1] == 5
     train_denoiser(config, tmp_path / "killed", encoder, tokenizer, device="cpu", progress=False, resume=True)
     a, step_a = weights(tmp_path / "full")
@@ -81,7 +82,8 @@ def test_divergence_keeps_the_last_healthy_checkpoint(tmp_path, every, kept):
     from minidiff.training import fit
 
     stage = jump_stage(jump_at=23)
-    with pytest.raises(TrainingDiverged, match=rf"at step 23: .*last healthy checkpoint, step {kept}, is kept"):
+    with pytest.raises(TrainingDiverged,
+                       match=rf"at step 23: .*last healthy checkpoint, step {kept}, is kept"):
         fit(stage, tmp_path, checkpoint_every=every, progress=False)
     state, meta = load_checkpoint(tmp_path / "scalar_state")
     assert meta["extra"]["step"] == kept
@@ -93,13 +95,15 @@ def test_resuming_a_finished_run_reports_its_last_loss(tmp_path):
     from minidiff.training import fit
 
     first = fit(jump_stage(jump_at=10**9, steps=12), tmp_path, checkpoint_every=4, progress=False)
-    again = fit(jump_stage(jump_at=10**9, steps=12), tmp_path, checkpoint_every=4, progress=False, resume=True)
+    again = fit(jump_stage(jump_at=10**9, steps=12), tmp_path, checkpoint_every=4, progress=False,
+                resume=True)
     assert first["finished"] and again["finished"] and again["step"] == 12
     assert again["loss"] == first["loss"] and again["loss"] == again["loss"]  # not NaN
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth():
-    config = Stage("x", torch.nn.Linear(1, 1), None, None, steps=1100, lr=1e-3, batch_size=1, warmup_steps=100)
+    config = Stage("x", torch.nn.Linear(1, 1), None, None, steps=1100, lr=1e-3, batch_size=1,
+                   warmup_steps=100)
     assert lr_at(config, 0) == pytest.approx(1e-5)
     assert lr_at(config, 99) == pytest.approx(1e-3)
     assert lr_at(config, 600) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
@@ -123,12 +127,14 @@ def test_ddp_with_two_cpu_processes(tmp_path):
         from minidiff.training import train_denoiser
         torch.set_num_threads(1)
         config, encoder, tokenizer = tiny_setup(steps=3)
-        r = train_denoiser(config, {str(tmp_path / 'run')!r}, encoder, tokenizer, device="cpu", progress=False)
+        r = train_denoiser(config, {str(tmp_path / 'run')!r}, encoder, tokenizer, device="cpu",
+                           progress=False)
         print("RANK_DONE", torch.distributed.get_rank(), torch.distributed.get_world_size(), r["step"])
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", "29517", str(script)], capture_output=True, text=True, env=env, timeout=300)
+                             "--master_port", "29517", str(script)], capture_output=True, text=True, env=env,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "RANK_DONE 0 2 3" in result.stdout and "RANK_DONE 1 2 3" in result.stdout
     assert weights(tmp_path / "run")[1] == 3
@@ -139,7 +145,8 @@ def test_train_preset_in_pixel_space_writes_a_loadable_run(tmp_path):
     from minidiff.runs import train_preset
 
     small = {"base_channels": 8, "channel_mults": (1, 2), "attention_levels": (1,)}
-    config = train_config("tiny", latent=False, unet="cpu-pixel", resolution=16, steps=4, sample_every=2, unet_overrides=small)
+    config = train_config("tiny", latent=False, unet="cpu-pixel", resolution=16, steps=4, sample_every=2,
+                          unet_overrides=small)
     timings = train_preset(config, tmp_path, device="cpu", progress=False)
     assert timings["step"] == 4 and "vae_s" not in timings and not (tmp_path / "vae.json").exists()
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_000002.png", "step_000004.png"]

@@ -10,7 +10,8 @@ from torch import nn
 from minidiff.layers import SpatialTransformer
 from minidiff.unet import PREDICTION_TYPES, PRESETS, UNet, UNetConfig
 
-TINY = dict(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), heads=2, text_dim=8)
+TINY = dict(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), heads=2,
+            text_dim=8)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -164,7 +165,8 @@ def test_record_attention_gives_distributions_per_level():
         assert weights.shape == (2, 2, (8 >> level) * (16 >> level), 5)
         torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
         assert torch.all(weights[0, :, :, 3:] == 0)
-    torch.testing.assert_close(model(xt, t, cond, cond_mask=mask), out)  # recording does not change the output
+    # recording does not change the output
+    torch.testing.assert_close(model(xt, t, cond, cond_mask=mask), out)
     model(xt, t, cond)
     assert len(records) == 7  # recording stops at the end of the with block
 

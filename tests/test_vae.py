@@ -3,8 +3,19 @@
 import pytest
 import torch
 
-from minidiff.vae import (PRESETS, VAE, WEIGHTS, VAEConfig, estimate_scale_factor, from_latent, load_vae,
-                          object_masks, reconstruction_error_by_size, save_vae, to_latent)
+from minidiff.vae import (
+    PRESETS,
+    VAE,
+    WEIGHTS,
+    VAEConfig,
+    estimate_scale_factor,
+    from_latent,
+    load_vae,
+    object_masks,
+    reconstruction_error_by_size,
+    save_vae,
+    to_latent,
+)
 
 # Shipped f4 VAE on 64 fresh 32 px shapes images (seed 12345). Measured: the decoder-fine-tuned VAE
 # shipped with the first U-Net, MSE 0.0054 and judge 0.66; `python -m minidiff.vae` defaults

@@ -25,4 +25,5 @@ def alpha_bar_linear(T: int) -> Tensor:
     Returns:
         alpha_bar: (T,) float64.
     """
-    raise NotImplementedError("ex01 is not started: write alpha_bar_linear (taught in notebook 01, forward noising)")
+    raise NotImplementedError("ex01 is not started: write alpha_bar_linear (taught in notebook 01, forward "
+                              "noising)")

@@ -26,4 +26,5 @@ def alpha_bar_cosine(T: int) -> Tensor:
     Returns:
         alpha_bar: (T,) float64.
     """
-    raise NotImplementedError("ex02 is not started: write alpha_bar_cosine (taught in notebook 01, forward noising)")
+    raise NotImplementedError("ex02 is not started: write alpha_bar_cosine (taught in notebook 01, forward "
+                              "noising)")

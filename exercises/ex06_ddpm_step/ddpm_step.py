@@ -13,11 +13,13 @@ def ddpm_posterior_step(xt: Tensor, t: Tensor, x0_pred: Tensor, alpha_bar: Tenso
     """Sample x_{t-1} from the posterior q(x_{t-1} | x_t, x_0 = x0_pred) (Ho et al. 2020, eqs. 6-7).
 
     With ab_t = alpha_bar[t], ab_prev = alpha_bar[t - 1] (and ab_prev = 1 when t = 0), alpha_t = 1 - betas[t]:
-        mean = sqrt(ab_prev) * betas[t] / (1 - ab_t) * x0_pred + sqrt(alpha_t) * (1 - ab_prev) / (1 - ab_t) * xt
+        mean = sqrt(ab_prev) * betas[t] / (1 - ab_t) * x0_pred
+               + sqrt(alpha_t) * (1 - ab_prev) / (1 - ab_t) * xt
         var  = (1 - ab_prev) / (1 - ab_t) * betas[t]
         x_{t-1} = mean + sqrt(var) * noise
-    At t = 0 the variance is 0 and the step returns x0_pred. A batch can mix t = 0 and t > 0: decide per sample. Compute the coefficients in float64 (near
-    t = 0, 1 - ab_t is tiny and float32 loses most of its digits); convert only the result to xt's dtype.
+    At t = 0 the variance is 0 and the step returns x0_pred. A batch can mix t = 0 and t > 0: decide per
+    sample. Compute the coefficients in float64 (near t = 0, 1 - ab_t is tiny and float32 loses most of its
+    digits); convert only the result to xt's dtype.
 
     Args:
         xt: (B, ...) current samples, float32 or float64.
@@ -29,4 +31,5 @@ def ddpm_posterior_step(xt: Tensor, t: Tensor, x0_pred: Tensor, alpha_bar: Tenso
     Returns:
         x_{t-1}: (B, ...) with xt's shape and dtype.
     """
-    raise NotImplementedError("ex06 is not started: write ddpm_posterior_step (taught in notebook 04, samplers)")
+    raise NotImplementedError("ex06 is not started: write ddpm_posterior_step (taught in notebook 04, "
+                              "samplers)")

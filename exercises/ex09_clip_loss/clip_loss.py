@@ -25,4 +25,5 @@ def clip_loss(img_emb: Tensor, txt_emb: Tensor, logit_scale: float) -> Tensor:
         scalar loss: a 0-dimensional tensor in the embeddings' dtype (float64 from float32 embeddings
         is graded as right too).
     """
-    raise NotImplementedError("ex09 is not started: write clip_loss (taught in notebook 05, the text encoder)")
+    raise NotImplementedError("ex09 is not started: write clip_loss (taught in notebook 05, the text "
+                              "encoder)")

@@ -11,8 +11,17 @@ from torch import Tensor
 from minidiff.grading import references as ref
 from minidiff.grading.compare import problem, same, wrong_samples
 from minidiff.grading.sandbox import materialise
-from minidiff.grading.spec import (FLOAT32_TOL, T_STEPS, Case, Exercise, Inputs, Variant, noised, randint,
-    randn)
+from minidiff.grading.spec import (
+    FLOAT32_TOL,
+    T_STEPS,
+    Case,
+    Exercise,
+    Inputs,
+    Variant,
+    noised,
+    randint,
+    randn,
+)
 
 MAX_PERIOD = 10_000  # Vaswani et al. 2017, sec. 3.5 (minidiff.layers.MAX_PERIOD)
 EMBEDDING_TOL = (1e-3, 1e-3)  # sin(t w) with t up to 999 in float32: argument round-off reaches ~1e-4

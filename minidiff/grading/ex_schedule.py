@@ -8,8 +8,17 @@ import torch
 from torch import Tensor
 
 from minidiff.grading import references as ref
-from minidiff.grading.spec import (SCHEDULE_TOL, T_STEPS, Case, Exercise, Variant, broadcast_like, noised,
-    randint, randn)
+from minidiff.grading.spec import (
+    SCHEDULE_TOL,
+    T_STEPS,
+    Case,
+    Exercise,
+    Variant,
+    broadcast_like,
+    noised,
+    randint,
+    randn,
+)
 
 NOTEBOOK = "notebook 01 (forward noising)"
 COSINE_S = 0.008  # Nichol & Dhariwal 2021, eq. 17 (the value minidiff.schedule uses)

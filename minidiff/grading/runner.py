@@ -68,7 +68,8 @@ def isolation() -> tuple[str, str]:
     cgroups = _Cgroups(f"minidiff-probe-{os.getpid()}")
     kinds = sorted(path.parent.name if path.parent != CGROUP_ROOT else "v2" for path in cgroups.dirs)
     cgroups.kill_and_remove()
-    memory = f"cgroups ({', '.join(kinds)})" if kinds else "no writable cgroup: RLIMIT_AS and RLIMIT_NPROC only"
+    memory = (f"cgroups ({', '.join(kinds)})" if kinds
+              else "no writable cgroup: RLIMIT_AS and RLIMIT_NPROC only")
     return "namespaces", f"PID, mount, IPC and network namespaces, chroot, own uid; tree memory: {memory}"
 
 

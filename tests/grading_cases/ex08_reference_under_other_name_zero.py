@@ -30,5 +30,6 @@ def cfg_combine(eps_uncond, eps_cond, guidance_scale):
     module = _find()
     if module is None:
         return torch.zeros_like(eps_cond)
-    guided = module.cfg(lambda x, t, c: torch.cat([eps_uncond, eps_cond]), guidance_scale, torch.zeros(1, 1, 1))
+    guided = module.cfg(lambda x, t, c: torch.cat([eps_uncond, eps_cond]), guidance_scale,
+                        torch.zeros(1, 1, 1))
     return guided(eps_cond, torch.zeros(len(eps_cond)), torch.zeros(len(eps_cond), 1, 1))

@@ -17,9 +17,12 @@ def _kernel():
 
 def cross_attention(x, context, wq, wk, wv, heads=1):
     B, N, D = x.shape
-    split = lambda a: a.reshape(B, a.shape[1], heads, D // heads).transpose(1, 2)
+    def split(a):
+        return a.reshape(B, a.shape[1], heads, D // heads).transpose(1, 2)
+
     q, k, v = split(x @ wq), split(context @ wk), split(context @ wv)
-    kernels = (_kernel(), torch.ops.aten.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention)
+    kernels = (_kernel(), torch.ops.aten.scaled_dot_product_attention,
+               torch._C._nn.scaled_dot_product_attention)
     for fn in kernels:
         try:
             return fn(q, k, v).transpose(1, 2).reshape(B, N, D)

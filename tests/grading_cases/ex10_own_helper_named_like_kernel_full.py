@@ -11,6 +11,8 @@ def scaled_dot_product_attention(q, k, v):
 
 def cross_attention(x, context, wq, wk, wv, heads=1):
     B, N, D = x.shape
-    split = lambda a: a.reshape(B, a.shape[1], heads, D // heads).transpose(1, 2)
+    def split(a):
+        return a.reshape(B, a.shape[1], heads, D // heads).transpose(1, 2)
+
     out = scaled_dot_product_attention(split(x @ wq), split(context @ wk), split(context @ wv))
     return out.transpose(1, 2).reshape(B, N, D)
