@@ -192,7 +192,8 @@ def fit(stage: Stage, out: Path | None = None, checkpoint_every: int = 0, resume
                                    f"(smoothed {smooth:.4g}, best {best:.4g}); {kept}. Lower its lr (now "
                                    f"{stage.lr:g}).")
         # 2. checkpoint the weights that just produced this healthy loss, before they change
-        if checkpoint_every and step % checkpoint_every == 0 and step > first and value <= UNHEALTHY_FACTOR * best:
+        healthy = value <= UNHEALTHY_FACTOR * best
+        if checkpoint_every and step % checkpoint_every == 0 and step > first and healthy:
             checkpoint(step)
         # 3. one optimiser step with clipped gradients
         opt.zero_grad(set_to_none=True)

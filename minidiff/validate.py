@@ -182,7 +182,8 @@ def training_config(args: argparse.Namespace, out: Path) -> Any:
     if args.resume and not stages:
         raise UserError(f"--resume: --out={str(out)!r} holds no checkpoint to resume (none of "
                         f"{', '.join(STAGES)}); leave out --resume to train from scratch")
-    state = read_metadata(out / "unet_state", verify=False)["extra"] if checkpoint_exists(out / "unet_state") else {}
+    unet_state = out / "unet_state"
+    state = read_metadata(unet_state, verify=False)["extra"] if checkpoint_exists(unet_state) else {}
     try:
         saved = run_config(out) or (TrainConfig(**state["train_config"]) if "train_config" in state else None)
     except TypeError as err:
