@@ -26,4 +26,5 @@ def vae_latent(mean: Tensor, logvar: Tensor, noise: Tensor) -> tuple[Tensor, Ten
     Returns:
         (z, kl): z (B, ...) with mean's shape and dtype; kl (B,), one value per sample.
     """
-    raise NotImplementedError("ex11 is not started: write vae_latent (taught in notebook 07, latent diffusion)")
+    raise NotImplementedError("ex11 is not started: write vae_latent (taught in notebook 07, latent "
+                              "diffusion)")

@@ -30,7 +30,8 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int) -> None:
         super().__init__()
-        raise NotImplementedError("ex14 is not started: write ResBlock (taught in notebook 03, the U-Net denoiser)")
+        raise NotImplementedError("ex14 is not started: write ResBlock (taught in notebook 03, the U-Net "
+                                  "denoiser)")
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         raise NotImplementedError("ex14 is not started: write ResBlock.forward (taught in notebook 03)")

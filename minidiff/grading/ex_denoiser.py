@@ -7,8 +7,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch import Tensor
+from torch import Tensor, nn
 
 from minidiff.grading import references as ref
 from minidiff.grading.compare import problem, same, wrong_samples
@@ -206,7 +205,8 @@ class _WrongBlock(nn.Module):
             self.skip = nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        e = self.emb_proj(emb if self.mistake == "no_emb_silu" else F.silu(emb))[:, :, None, None]  # (B, C, 1, 1)
+        e = self.emb_proj(emb if self.mistake == "no_emb_silu" else F.silu(emb))  # (B, C)
+        e = e[:, :, None, None]  # (B, C, 1, 1)
         if self.mistake == "emb_before_norm1":
             h = self.conv1(F.silu(self.norm1(x + e)))  # (B, out_ch, H, W)
         else:

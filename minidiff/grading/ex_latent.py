@@ -39,7 +39,8 @@ def _latent(std: str = "exp_half", kl_sign: float = 1.0, kl_half: bool = True, r
                  "none": torch.zeros_like(logvar)}[std]
         var = logvar.exp() if kl_var == "exp" else logvar.exp().sqrt()
         terms = kl_sign * (0.5 if kl_half else 1.0) * (mean.pow(2) + var - 1.0 - logvar)  # (B, ...)
-        kl = {"sample": terms.flatten(1).sum(1), "batch": terms.sum(), "mean": terms.flatten(1).mean(1)}[reduce]
+        per_sample = terms.flatten(1)  # (B, n)
+        kl = {"sample": per_sample.sum(1), "batch": terms.sum(), "mean": per_sample.mean(1)}[reduce]
         return mean + sigma * noise, kl
     return variant
 
@@ -77,7 +78,7 @@ EX11 = Exercise(
         Variant("kl_over_batch", _latent(reduce="batch"),
                 "sum over every dimension but the batch: one KL per sample, shape (B,)"),
         Variant("kl_mean", _latent(reduce="mean"),
-                "sum the KL over a sample's elements (it is a KL between whole distributions), don't average"),
+                "sum the KL over a sample's elements (a KL between whole distributions), don't average"),
     ),
     error_hints=((r"not enough values to unpack|too many values", "return the pair (z, kl)"),),
 )

@@ -278,7 +278,7 @@ def _consecutive(g: torch.Generator, steps: int) -> list[int]:
 
 
 def _exact_data(g: torch.Generator) -> Inputs:
-    """x0_pred = x0_pred_last = the x0 of xt = q_sample(x0, t, eps): the step must land on q_sample at t_prev."""
+    """x0_pred = x0_pred_last = the x0 of xt = q_sample(x0, t, eps): the step lands on q_sample at t_prev."""
     inputs = _dpm_inputs(g, (3, 2, 4, 4), _consecutive(g, 20), "cosine")
     x0, eps = inputs["x0_pred"], inputs["xt"]
     inputs.update(xt=math.sqrt(inputs["alpha_bar_t"]) * x0 + math.sqrt(1 - inputs["alpha_bar_t"]) * eps,
@@ -299,7 +299,9 @@ def _dpm(order: int = 2, std: str = "std", half: bool = True, r_inverted: bool =
     def variant(xt, x0_pred, x0_pred_last, alpha_bar_last, alpha_bar_t, alpha_bar_prev):
         if clean_end and alpha_bar_prev == 1.0:
             return x0_pred
-        noise_level = (lambda ab: math.sqrt(1 - ab)) if std == "std" else (lambda ab: math.sqrt((1 - ab) / ab))
+        def noise_level(ab: float) -> float:  # VP's std, or (the mistake) VE's sigma
+            return math.sqrt(1 - ab) if std == "std" else math.sqrt((1 - ab) / ab)
+
         h = (lam(alpha_bar_prev) if alpha_bar_prev < 1 else math.inf) - lam(alpha_bar_t)
         d = x0_pred
         if order == 2 and x0_pred_last is not None:
@@ -333,7 +335,8 @@ EX13 = Exercise(
         Variant("identity", lambda xt, x0_pred, x0_pred_last, alpha_bar_last, alpha_bar_t, alpha_bar_prev: xt,
                 "you return xt unchanged"),
         Variant("first_order", _dpm(order=1),
-                "the 2M step uses the last step's x0_pred too: D = (1 + 1/(2r)) x0_pred - 1/(2r) x0_pred_last"),
+                "the 2M step uses the last step's x0_pred too: "
+                "D = (1 + 1/(2r)) x0_pred - 1/(2r) x0_pred_last"),
         Variant("even_steps", _dpm(even_steps=True),
                 "r = (lambda_t - lambda_last) / (lambda_prev - lambda_t) is 1 only for even steps in lambda"),
         Variant("r_inverted", _dpm(r_inverted=True),

@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from minidiff import guidance, layers, sampling, schedule, text, training
-from minidiff.vae import VAE
 from minidiff.schedule import NoiseSchedule
+from minidiff.vae import VAE
 
 ATTENTION_WEIGHTS = ("to_q.weight", "to_k.weight", "to_v.weight", "to_out.weight", "to_out.bias")
 

@@ -1,4 +1,4 @@
-"""ex12 full: the DDIM loop written as Euler's method in variance-exploding coordinates (Karras et al. 2022)."""
+"""ex12 full: the DDIM loop as Euler's method in variance-exploding coordinates (Karras et al. 2022)."""
 import math
 
 import torch
