@@ -45,15 +45,16 @@ def pick(value: Any, output: int | None) -> Any:
     return value[output] if type(value) is tuple and len(value) > output else None
 
 
-def _picked(record_value: Any, output: int | None) -> Any:
-    """Element ``output`` of the child's record of a returned tuple; a stand-in when it sent no tuple."""
+def _picked(record_value: Any, output: int | None) -> tuple[Any, str]:
+    """(element ``output`` of the child's record of a returned tuple, "") or (None, what came instead)."""
     if output is None:
-        return record_value
+        return record_value, ""
     items = record_value.get("items") if isinstance(record_value, dict) else None
     if isinstance(items, list) and len(items) > output:
-        return items[output]
-    kind = record_value.get("type", "object") if isinstance(record_value, dict) else "object"
-    return dict(type=f"{kind}_not_a_tuple_of_{output + 1}_or_more", tensor=None)
+        return items[output], ""
+    kind = str(record_value.get("type", "object"))[:40] if isinstance(record_value, dict) else "object"
+    count = f" of {len(items)}" if isinstance(items, list) else ""
+    return None, f"returned a {kind}{count}; expected a tuple whose element {output} this case compares"
 
 
 def _returned(value: Any) -> Any:
@@ -113,7 +114,10 @@ def judge_case(exercise: Exercise, case: Case, inputs: Inputs, record: Any) -> t
     if case.check is not None:
         message = case.check(inputs, record)
         return ("passed", "") if message is None else ("failed", f"{call}: {message}")
-    got = _returned(_picked(record.get("value"), case.output))
+    value, not_a_tuple = _picked(record.get("value"), case.output)
+    if not_a_tuple:
+        return "failed", f"{call}: {not_a_tuple}"
+    got = _returned(value)
     reference = case.expected or (lambda given: pick(call_reference(exercise.reference, exercise, given),
                                                      case.output))
     expected = reference(inputs)

@@ -87,7 +87,10 @@ def finish(value, inputs: dict):
         return value
     forward = inputs["forward"]
     if forward.get("state") is not None:
-        value.load_state_dict({k: v.clone() for k, v in forward["state"].items()}, strict=True)
+        try:
+            value.load_state_dict({k: v.clone() for k, v in forward["state"].items()}, strict=True)
+        except RuntimeError as error:  # its message lists the missing and unexpected names over many lines
+            raise RuntimeError(" ".join(str(error).split())) from None
     with torch.no_grad():
         out = value(*[a.clone() for a in forward["args"]]) if forward.get("args") else None
     return out, torch.tensor(sum(p.numel() for p in value.parameters()))
