@@ -46,7 +46,7 @@ def _latent(std: str = "exp_half", kl_sign: float = 1.0, kl_half: bool = True, r
 
 
 EX11 = Exercise(
-    id="ex11", topic="vae_latent", title="VAE reparameterisation and KL", function="vae_latent",
+    id="ex11", topic="vae_latent", title="VAE reparameterisation, KL", function="vae_latent",
     notebook=NOTEBOOK, reference=ref.vae_latent,
     cases=(
         Case("z = mean + std * noise for latents (4, 4, 4, 4)", 2, lambda g: _latent_inputs(g, 4, 4, 4, 4),
