@@ -153,7 +153,12 @@ class VAE(nn.Module):
                       generator: torch.Generator | None = None) -> torch.Tensor:
         """z = mean + sigma * eps, eps ~ N(0, I): the reparameterisation trick (Kingma & Welling 2014)."""
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return mean + torch.exp(0.5 * logvar) * eps
+        return VAE.reparameterise(mean, logvar, eps)
+
+    @staticmethod
+    def reparameterise(mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """z = mean + exp(logvar / 2) * noise, each (B, C_lat, h, w) (Kingma & Welling 2014, sec. 2.4)."""
+        return mean + torch.exp(0.5 * logvar) * noise
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, C_lat, h, w) -> x (B, 3, h f, w f); not clamped."""

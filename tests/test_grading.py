@@ -9,6 +9,7 @@ imports minidiff), whose report the other tests read.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -246,3 +247,53 @@ def test_report_is_written_atomically(tmp_path: Path) -> None:
     write_json(target, dict(total=2))
     assert json.loads(target.read_text()) == dict(total=2)
     assert [p.name for p in target.parent.iterdir()] == ["alice.json"]
+
+
+def _suite_function(name: str):
+    exercise = registry.find(name[:4])
+    namespace: dict = {}
+    exec(compile((SUITE / name).read_text(), name, "exec"), namespace)  # trusted: our own suite file
+    return exercise, namespace[exercise.function]
+
+
+def test_res_block_parameters_are_counted_by_hand_and_names_get_their_hint() -> None:
+    from minidiff.grading.grade import call_reference, pick
+
+    exercise = registry.find("ex14")
+    case = next(c for c in exercise.cases if "8 -> 16" in c.name)
+    inputs = case.make(torch.Generator().manual_seed(0))
+    # norm1 8 + 8, conv1 16 * 8 * 9 + 16, emb_proj 12 * 16 + 16, norm2 16 + 16,
+    # conv2 16 * 16 * 9 + 16, skip 8 * 16 + 16
+    assert pick(call_reference(exercise.reference, exercise, inputs), case.output).item() == 3888
+    report = grade_trusted(*_suite_function("ex14_wrong_names_caught.py"), 5, "student")
+    counted = [t["status"] for t in report["tests"] if "parameters" in t["name"]]
+    assert report["points"] == 4 and counted == ["passed", "passed"]
+    assert "loads its weights into your block by these names" in report["tests"][0]["message"]
+
+
+def test_vae_kl_matches_a_hand_computed_value() -> None:
+    from minidiff.grading import references
+
+    mean, logvar = torch.ones(2, 4), torch.zeros(2, 4)
+    logvar[1] = math.log(2.0)  # variance 2: each element adds 0.5 * (1 + 2 - 1 - log 2)
+    z, kl = references.vae_latent(mean, logvar, torch.ones(2, 4))
+    assert torch.allclose(kl, torch.tensor([2.0, 2 * (2 - math.log(2.0))]))
+    assert torch.allclose(z[1], torch.full((4,), 1 + math.sqrt(2.0)))
+
+
+def test_tuple_exercises_say_when_no_tuple_came_back() -> None:
+    exercise = registry.find("ex11")
+    report = grade_trusted(exercise, lambda mean, logvar, noise: mean, 3, "student")
+    assert report["points"] == 0
+    assert "returned a Tensor; expected a tuple whose element 0" in report["tests"][0]["message"]
+
+
+def test_new_sampler_exercises_name_the_mistake() -> None:
+    ex12, ex13 = registry.find("ex12"), registry.find("ex13")
+    leading = next(v for v in ex12.variants if v.name == "leading_spacing")
+    plan = next(t for t in grade_trusted(ex12, leading.fn, 2, "variant")["tests"] if "planned" in t["name"])
+    assert "the first steps are [999, 937, 874, 811]" in plan["message"]
+    assert "trailing spacing" in plan["message"]
+    first_order = next(v for v in ex13.variants if v.name == "first_order")
+    second_order = grade_trusted(ex13, first_order.fn, 2, "variant")["tests"][0]["message"]
+    assert "hint: the 2M step uses the last step's x0_pred too" in second_order

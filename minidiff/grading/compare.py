@@ -49,6 +49,9 @@ def describe(value: Any) -> str:
         return f"{value:.6g}"
     if isinstance(value, dict) and "model" in value:
         return "model"
+    if isinstance(value, dict) and "state" in value:  # ex14: the weights loaded, the arguments of forward
+        args = ", ".join(describe(a) for a in value.get("args", ()))
+        return f"<{len(value['state'])} weights; forward({args})>"
     return repr(value)
 
 

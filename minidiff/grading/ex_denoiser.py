@@ -1,4 +1,5 @@
-"""Exercises on the denoiser: ex04 the sinusoidal timestep embedding, ex05 the training loss."""
+"""Exercises on the denoiser: ex04 the sinusoidal timestep embedding, ex05 the training loss, ex14 the
+U-Net's ResBlock."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from minidiff.grading import references as ref
 from minidiff.grading.compare import problem, same, wrong_samples
@@ -168,4 +169,111 @@ EX05 = Exercise(
                   "alpha_bar[t] has shape (B,): reshape it to (B, 1, ..., 1) so it broadcasts over x0"),),
 )
 
-EXERCISES = (EX04, EX05)
+
+# ex14 --------------------------------------------------------------------------------------------
+
+OUTPUT, PARAMETERS = 0, 1  # what the grader reads from a block: (its output, its number of parameters)
+NORM_SPREAD = 0.2  # GroupNorm scales 1 + 0.2 N(0, 1) and shifts 0.2 N(0, 1): not the identity of a fresh init
+# The widths graded (6, 12, 24) have 3 channels per GroupNorm group: with one channel per group (8 or 16
+# channels) the second GroupNorm removes a per-channel constant, and so the added embedding, entirely.
+
+
+def _block_state(g: torch.Generator, in_ch: int, out_ch: int, emb_dim: int) -> dict[str, Tensor]:
+    """Random weights under the reference block's parameter names: convolutions scaled by 1 / sqrt(fan-in)."""
+    state = {}
+    for name, p in ref.res_block(in_ch, out_ch, emb_dim).state_dict().items():
+        if name.startswith("norm"):
+            state[name] = (1.0 if name.endswith("weight") else 0.0) + NORM_SPREAD * randn(g, *p.shape)
+        else:
+            fan_in = p[0].numel() if p.ndim > 1 else p.shape[0]
+            state[name] = randn(g, *p.shape) / math.sqrt(fan_in)
+    return state
+
+
+def _block_inputs(g: torch.Generator, batch: int, in_ch: int, out_ch: int, emb_dim: int,
+                  size: tuple[int, int] = (6, 6), run: bool = True) -> Inputs:
+    forward = dict(state=_block_state(g, in_ch, out_ch, emb_dim),
+                   args=[randn(g, batch, in_ch, *size), randn(g, batch, emb_dim)]) if run else {}
+    return dict(in_ch=in_ch, out_ch=out_ch, emb_dim=emb_dim, forward=forward)
+
+
+class _WrongBlock(nn.Module):
+    """The reference block's layers with one of the usual mistakes in how they are wired."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, mistake: str) -> None:
+        super().__init__()
+        self.mistake = mistake
+        self.norm1 = nn.GroupNorm(1 if mistake == "one_group" else ref.layers.num_groups(in_ch), in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_dim, in_ch if mistake == "emb_before_norm1" else out_ch)
+        self.norm2 = nn.GroupNorm(ref.layers.num_groups(out_ch), out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        always = mistake == "skip_conv_always"
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch or always else nn.Identity()
+        if mistake == "no_skip_projection":
+            self.skip = nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        e = self.emb_proj(emb if self.mistake == "no_emb_silu" else F.silu(emb))  # (B, C)
+        e = e[:, :, None, None]  # (B, C, 1, 1)
+        if self.mistake == "emb_before_norm1":
+            h = self.conv1(F.silu(self.norm1(x + e)))  # (B, out_ch, H, W)
+        else:
+            h = self.conv1(F.silu(self.norm1(x)))  # (B, out_ch, H, W)
+        if self.mistake not in ("emb_after_norm2", "emb_before_norm1"):
+            h = h + e
+        h = self.norm2(h)
+        h = h + e if self.mistake == "emb_after_norm2" else h
+        h = self.conv2(h if self.mistake == "no_silu2" else F.silu(h))  # (B, out_ch, H, W)
+        if self.mistake == "no_residual":
+            return h
+        skip = self.skip(x)
+        if skip.shape[1] != h.shape[1]:  # no_skip_projection: pad or cut the channels to make it fit
+            skip = F.pad(skip, (0, 0, 0, 0, 0, h.shape[1] - skip.shape[1]))  # (B, out_ch, H, W)
+        return skip + h
+
+
+def _wrong_block(mistake: str):
+    return lambda in_ch, out_ch, emb_dim: _WrongBlock(in_ch, out_ch, emb_dim, mistake)
+
+
+NAMES_HINT = ("name the layers as the stub says (norm1, conv1, emb_proj, norm2, conv2, skip): the grader "
+              "loads its weights into your block by these names")
+
+EX14 = Exercise(
+    id="ex14", topic="res_block", title="ResBlock with time embedding", function="ResBlock",
+    notebook="notebook 03 (the U-Net denoiser)", reference=ref.res_block,
+    cases=(
+        Case("12 -> 24 channels, emb_dim 16, x (2, 12, 6, 6): the output", 3,
+             lambda g: _block_inputs(g, 2, 12, 24, 16), output=OUTPUT),
+        Case("24 -> 24 channels (the skip is the identity), emb_dim 8: the output", 2,
+             lambda g: _block_inputs(g, 2, 24, 24, 8), output=OUTPUT),
+        Case("batch size 1, 6 -> 12 channels, x (1, 6, 5, 7): the output", 1,
+             lambda g: _block_inputs(g, 1, 6, 12, 4, size=(5, 7)), output=OUTPUT),
+        Case("the number of parameters of an 8 -> 16 block, emb_dim 12", 2,
+             lambda g: _block_inputs(g, 1, 8, 16, 12, run=False), output=PARAMETERS),
+        Case("the number of parameters of a 16 -> 16 block, emb_dim 32", 2,
+             lambda g: _block_inputs(g, 1, 16, 16, 32, run=False), output=PARAMETERS),
+    ),
+    variants=(
+        Variant("emb_before_norm1", _wrong_block("emb_before_norm1"),
+                "add the projected embedding after the first convolution, to its out_ch channels"),
+        Variant("emb_after_norm2", _wrong_block("emb_after_norm2"),
+                "add the embedding before the second GroupNorm, so that it normalises the sum"),
+        Variant("no_emb_silu", _wrong_block("no_emb_silu"), "apply SiLU to emb before emb_proj"),
+        Variant("no_silu2", _wrong_block("no_silu2"), "GroupNorm -> SiLU -> conv, twice"),
+        Variant("one_group", _wrong_block("one_group"),
+                "GroupNorm's group count is the largest of 32, 16, 8, 4, 2, 1 that divides the channels"),
+        Variant("no_residual", _wrong_block("no_residual"), "return skip(x) + h: the block is residual"),
+        Variant("no_skip_projection", _wrong_block("no_skip_projection"),
+                "when in_ch != out_ch the skip is a 1x1 convolution from in_ch to out_ch"),
+        Variant("skip_conv_always", _wrong_block("skip_conv_always"),
+                "when in_ch == out_ch the skip is the identity, with no parameters"),
+    ),
+    error_hints=((r"Missing key|Unexpected key", NAMES_HINT),
+                 (r"size mismatch", "emb_proj maps emb_dim to out_ch; conv1 maps in_ch to out_ch"),
+                 (r"must match the size of tensor", "emb_proj(silu(emb)) is (B, out_ch): view it as "
+                  "(B, out_ch, 1, 1) to add it to every pixel")),
+)
+
+EXERCISES = (EX04, EX05, EX14)

@@ -1,4 +1,5 @@
-"""Exercises on the reverse process: ex06 the DDPM posterior step, ex07 the DDIM step."""
+"""Exercises on the reverse process: ex06 the DDPM posterior step, ex07 the DDIM step, ex12 the DDIM loop,
+ex13 the DPM-Solver++(2M) step."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import torch
 from torch import Tensor
 
 from minidiff.grading import references as ref
-from minidiff.grading.spec import T_STEPS, Case, Exercise, Variant, broadcast_like, randint, randn
+from minidiff.grading.spec import T_STEPS, Case, Exercise, Inputs, Variant, broadcast_like, randint, randn
+from minidiff.sampling import make_timesteps
 from minidiff.schedule import make_schedule
 
 NOTEBOOK = "notebook 04 (samplers)"
@@ -172,4 +174,184 @@ EX07 = Exercise(
     error_hints=((r"out of bounds|index -?\d+ is out of", CLEAN_END_HINT),),
 )
 
-EXERCISES = (EX06, EX07)
+
+# ex12 --------------------------------------------------------------------------------------------
+
+MODEL_SPREAD = 0.2  # the stand-in eps model's per-channel weights are 1 + 0.2 N(0, 1): eps close to xt
+
+
+def _loop_inputs(g: torch.Generator, shape: tuple[int, ...], steps: int, schedule: str,
+                 dtype: torch.dtype = torch.float32) -> Inputs:
+    channels = shape[1]
+    model = dict(model=dict(w=1 + MODEL_SPREAD * randn(g, channels), b=MODEL_SPREAD * randn(g, channels)))
+    return dict(model=model, x_T=randn(g, *shape, dtype=dtype),
+                alpha_bar=make_schedule(schedule, T_STEPS).alpha_bar, steps=steps)
+
+
+def _ddim_loop(spacing: str = "trailing", t_shift: int = 0, clean_end: bool = True, int_t: bool = False,
+               eps_once: bool = False):
+    def variant(model, x_T: Tensor, alpha_bar: Tensor, steps: int) -> Tensor:
+        ts = (make_timesteps(len(alpha_bar), steps, spacing) - t_shift).clamp(min=0).tolist()
+        ab = alpha_bar.tolist() + [1.0]  # index -1 is the clean end
+        x, eps_pred = x_T, None
+        for t, t_prev in zip(ts, ts[1:] + [-1 if clean_end else 0]):
+            t_batch = t if int_t else torch.full((len(x),), t)  # (B,)
+            eps_pred = eps_pred if eps_once and eps_pred is not None else model(x, t_batch, None)
+            x0_pred = (x - math.sqrt(1 - ab[t]) * eps_pred) / math.sqrt(ab[t])
+            x = math.sqrt(ab[t_prev]) * x0_pred + math.sqrt(1 - ab[t_prev]) * eps_pred
+        return x
+    return variant
+
+
+def _model_sees_plan(inputs: Inputs, record: dict) -> str | None:
+    calls = record.get("calls")
+    if not isinstance(calls, list) or not calls:
+        return "it never called model(xt, t, cond)"
+    planned = make_timesteps(T_STEPS, inputs["steps"]).tolist()[:len(calls)]
+    seen = []
+    for call in calls:
+        t = call[1] if isinstance(call, list) and len(call) == 2 else None
+        if type(t) is not Tensor or t.shape != (inputs["x_T"].shape[0],):
+            return (f"it passed the model t = {t.tolist() if type(t) is Tensor else type(t).__name__}; "
+                    "expected a (B,) tensor of the step, e.g. torch.full((B,), t)")
+        seen.append(t.tolist()[0])
+    if seen != planned:
+        return (f"the model was called at t = {seen}; the first steps are {planned}\n  hint: "
+                f"{SPACING_HINT}")
+    return None
+
+
+SPACING_HINT = ("minidiff's trailing spacing: t_i = round(T - i * T / steps) - 1 for i = 0 .. steps - 1, "
+                "so the first step is T - 1 (pure noise) and the last one steps to -1, the clean end")
+
+EX12 = Exercise(
+    id="ex12", topic="ddim_sampler", title="DDIM sampling loop", function="ddim_sample", notebook=NOTEBOOK,
+    reference=ref.ddim_sample,
+    cases=(
+        Case("20 steps on images (2, 3, 4, 4), cosine schedule", 3,
+             lambda g: _loop_inputs(g, (2, 3, 4, 4), 20, "cosine")),
+        Case("a random number of steps (2 to 60) on 2-D points (5, 2), linear schedule", 2,
+             lambda g: _loop_inputs(g, (5, 2), randint(g, 2, 61)[0], "linear")),
+        Case("7 steps: T / steps is not a whole number, the timesteps are rounded", 2,
+             lambda g: _loop_inputs(g, (3, 2), 7, "cosine")),
+        Case("steps = 1: one jump from t = T - 1 to the clean end", 1,
+             lambda g: _loop_inputs(g, (2, 3, 2, 2), 1, "linear")),
+        Case("the model is called with t = the planned steps, as a (B,) tensor", 1,
+             lambda g: _loop_inputs(g, (2, 2), 16, "cosine"), check=_model_sees_plan),
+        Case("batch size 1, float64 noise gives a float64 sample", 1,
+             lambda g: _loop_inputs(g, (1, 2), 10, "linear", torch.float64), tol=(1e-10, 1e-8)),
+    ),
+    variants=(
+        Variant("identity", lambda model, x_T, alpha_bar, steps: x_T, "you return x_T unchanged"),
+        Variant("leading_spacing", _ddim_loop(spacing="leading"), SPACING_HINT),
+        Variant("linspace_spacing", _ddim_loop(spacing="linspace"), SPACING_HINT),
+        Variant("off_by_one", _ddim_loop(t_shift=1), SPACING_HINT),
+        Variant("ends_at_t0", _ddim_loop(clean_end=False),
+                "the last step goes to t_prev = -1, the clean end (alpha_bar = 1), not to t = 0"),
+        Variant("int_t", _ddim_loop(int_t=True),
+                "call the model with t as a (B,) tensor: model(x, torch.full((B,), t), None)"),
+        Variant("eps_once", _ddim_loop(eps_once=True),
+                "call the model at every step, on the current x: its noise prediction changes as x does"),
+    ),
+    error_hints=((r"'int' object has no attribute|must be Tensor",
+                  "call the model with t as a (B,) tensor: model(x, torch.full((B,), t), None)"),
+                 (r"out of bounds|index -?\d+ is out of", CLEAN_END_HINT)),
+)
+
+# ex13 --------------------------------------------------------------------------------------------
+
+
+def _dpm_inputs(g: torch.Generator, shape: tuple[int, ...], ts: list[int], schedule: str, first: bool = False,
+                dtype: torch.dtype = torch.float32) -> Inputs:
+    ab = make_schedule(schedule, T_STEPS).alpha_bar.tolist() + [1.0]  # index -1 is the clean end
+    t_last, t, t_prev = ts
+    return dict(xt=randn(g, *shape, dtype=dtype), x0_pred=randn(g, *shape, dtype=dtype),
+                x0_pred_last=None if first else randn(g, *shape, dtype=dtype),
+                alpha_bar_last=0.0 if first else ab[t_last], alpha_bar_t=ab[t], alpha_bar_prev=ab[t_prev])
+
+
+def _consecutive(g: torch.Generator, steps: int) -> list[int]:
+    """Three consecutive timesteps (t_last, t, t_prev) of a trailing plan, none the clean end."""
+    ts = make_timesteps(T_STEPS, steps).tolist()
+    i = randint(g, 1, steps - 1)[0]
+    return ts[i - 1:i + 2]
+
+
+def _exact_data(g: torch.Generator) -> Inputs:
+    """x0_pred = x0_pred_last = the x0 of xt = q_sample(x0, t, eps): the step lands on q_sample at t_prev."""
+    inputs = _dpm_inputs(g, (3, 2, 4, 4), _consecutive(g, 20), "cosine")
+    x0, eps = inputs["x0_pred"], inputs["xt"]
+    inputs.update(xt=math.sqrt(inputs["alpha_bar_t"]) * x0 + math.sqrt(1 - inputs["alpha_bar_t"]) * eps,
+                  x0_pred_last=x0.clone(), eps=eps)
+    return inputs
+
+
+def _q_sample_prev(inputs: Inputs) -> Tensor:
+    ab_prev = inputs["alpha_bar_prev"]
+    return math.sqrt(ab_prev) * inputs["x0_pred"] + math.sqrt(1 - ab_prev) * inputs["eps"]
+
+
+def _dpm(order: int = 2, std: str = "std", half: bool = True, r_inverted: bool = False,
+         clean_end: bool = True, even_steps: bool = False):
+    def lam(ab: float) -> float:  # lambda = log(alpha / std), half the log-SNR (Lu et al. 2022)
+        return (0.5 if half else 1.0) * math.log(ab / (1 - ab))
+
+    def variant(xt, x0_pred, x0_pred_last, alpha_bar_last, alpha_bar_t, alpha_bar_prev):
+        if clean_end and alpha_bar_prev == 1.0:
+            return x0_pred
+        def noise_level(ab: float) -> float:  # VP's std, or (the mistake) VE's sigma
+            return math.sqrt(1 - ab) if std == "std" else math.sqrt((1 - ab) / ab)
+
+        h = (lam(alpha_bar_prev) if alpha_bar_prev < 1 else math.inf) - lam(alpha_bar_t)
+        d = x0_pred
+        if order == 2 and x0_pred_last is not None:
+            r = 1.0 if even_steps else (lam(alpha_bar_t) - lam(alpha_bar_last)) / h
+            r = 1 / r if r_inverted else r
+            d = (1 + 1 / (2 * r)) * x0_pred - 1 / (2 * r) * x0_pred_last
+        return noise_level(alpha_bar_prev) / noise_level(alpha_bar_t) * xt - math.sqrt(alpha_bar_prev) * (
+            math.expm1(-h) * d)
+    return variant
+
+
+EX13 = Exercise(
+    id="ex13", topic="dpm_solver", title="DPM-Solver++(2M) step", function="dpmpp_2m_step",
+    notebook=NOTEBOOK, reference=ref.dpmpp_2m_step,
+    cases=(
+        Case("a second-order step between consecutive steps of a 20-step plan, images (4, 3, 8, 8)", 3,
+             lambda g: _dpm_inputs(g, (4, 3, 8, 8), _consecutive(g, 20), "cosine")),
+        Case("with the exact x0 at both steps, q_sample(x0, t) steps to q_sample(x0, t_prev)", 2, _exact_data,
+             expected=_q_sample_prev),
+        Case("the first step (x0_pred_last = None) is first order", 2,
+             lambda g: _dpm_inputs(g, (2, 3, 4, 4), [0, 999, 949], "cosine", first=True)),
+        Case("uneven steps: t_last - t differs from t - t_prev, 2-D points (5, 2), linear schedule", 1,
+             lambda g: _dpm_inputs(g, (5, 2), [900, 700, 650], "linear")),
+        Case("the last step, to the clean end (alpha_bar_prev = 1), returns x0_pred", 1,
+             lambda g: _dpm_inputs(g, (2, 2, 4, 4), [99, 49, -1], "cosine")),
+        Case("float64 inputs give a float64 result", 1,
+             lambda g: _dpm_inputs(g, (2, 2), _consecutive(g, 10), "linear", dtype=torch.float64),
+             tol=(1e-10, 1e-8)),
+    ),
+    variants=(
+        Variant("identity", lambda xt, x0_pred, x0_pred_last, alpha_bar_last, alpha_bar_t, alpha_bar_prev: xt,
+                "you return xt unchanged"),
+        Variant("first_order", _dpm(order=1),
+                "the 2M step uses the last step's x0_pred too: "
+                "D = (1 + 1/(2r)) x0_pred - 1/(2r) x0_pred_last"),
+        Variant("even_steps", _dpm(even_steps=True),
+                "r = (lambda_t - lambda_last) / (lambda_prev - lambda_t) is 1 only for even steps in lambda"),
+        Variant("r_inverted", _dpm(r_inverted=True),
+                "r is the last step over this one: (lambda_t - lambda_last) / (lambda_prev - lambda_t)"),
+        Variant("sigma_for_std", _dpm(std="sigma"),
+                "xt is scaled by sqrt(1 - alpha_bar_prev) / sqrt(1 - alpha_bar_t), the VP noise levels, not "
+                "by the ratio of sigma = sqrt((1 - alpha_bar) / alpha_bar), the VE ones"),
+        Variant("full_log_snr", _dpm(half=False),
+                "lambda = log(alpha_t / std_t) is half the log-SNR: lambda = 0.5 * log(ab / (1 - ab))"),
+        Variant("no_clean_end", _dpm(clean_end=False),
+                "at the clean end (alpha_bar_prev = 1) the step returns x0_pred itself"),
+    ),
+    error_hints=((r"math domain error|division by zero",
+                  "at the clean end (alpha_bar_prev = 1) lambda is infinite: return x0_pred there"),
+                 (r"NoneType", "on the first step x0_pred_last is None: take a first-order step")),
+)
+
+EXERCISES = (EX06, EX07, EX12, EX13)

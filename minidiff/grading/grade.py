@@ -19,7 +19,7 @@ from torch import Tensor
 
 from minidiff.grading.compare import describe_call, generic_hint, problem, same, wrong_samples
 from minidiff.grading.runner import Outcome, run_all
-from minidiff.grading.sandbox import FORBIDDEN_MARK, materialise, run_case
+from minidiff.grading.sandbox import FORBIDDEN_MARK, finish, materialise, run_case
 from minidiff.grading.spec import Case, Exercise, Inputs
 
 OUTPUT_LINES = 5  # lines of a crashed child's output quoted in its message
@@ -35,7 +35,26 @@ def draw_inputs(exercise: Exercise, seed: int) -> list[Inputs]:
 def call_reference(fn: Callable[..., Any], exercise: Exercise, inputs: Inputs) -> Any:
     """``fn`` on fresh copies of ``inputs`` (models built anew), in the stub's argument order."""
     args = materialise(inputs)
-    return fn(*[args[p] for p in exercise.params])
+    return finish(fn(*[args[p] for p in exercise.params]), args)
+
+
+def pick(value: Any, output: int | None) -> Any:
+    """Element ``output`` of a returned tuple (ex11, ex14), or ``value`` when the case takes it whole."""
+    if output is None:
+        return value
+    return value[output] if type(value) is tuple and len(value) > output else None
+
+
+def _picked(record_value: Any, output: int | None) -> tuple[Any, str]:
+    """(element ``output`` of the child's record of a returned tuple, "") or (None, what came instead)."""
+    if output is None:
+        return record_value, ""
+    items = record_value.get("items") if isinstance(record_value, dict) else None
+    if isinstance(items, list) and len(items) > output:
+        return items[output], ""
+    kind = str(record_value.get("type", "object"))[:40] if isinstance(record_value, dict) else "object"
+    count = f" of {len(items)}" if isinstance(items, list) else ""
+    return None, f"returned a {kind}{count}; expected a tuple whose element {output} this case compares"
 
 
 def _returned(value: Any) -> Any:
@@ -54,7 +73,7 @@ def _mistakes(exercise: Exercise, inputs: Inputs, got: Any, expected: Tensor, ca
     outputs = []
     for variant in exercise.variants:
         try:
-            wrong = call_reference(variant.fn, exercise, inputs)
+            wrong = pick(call_reference(variant.fn, exercise, inputs), case.output)
         except Exception:
             continue
         if same(wrong, expected, case.tol):
@@ -95,8 +114,12 @@ def judge_case(exercise: Exercise, case: Case, inputs: Inputs, record: Any) -> t
     if case.check is not None:
         message = case.check(inputs, record)
         return ("passed", "") if message is None else ("failed", f"{call}: {message}")
-    got = _returned(record.get("value"))
-    reference = case.expected or (lambda given: call_reference(exercise.reference, exercise, given))
+    value, not_a_tuple = _picked(record.get("value"), case.output)
+    if not_a_tuple:
+        return "failed", f"{call}: {not_a_tuple}"
+    got = _returned(value)
+    reference = case.expected or (lambda given: pick(call_reference(exercise.reference, exercise, given),
+                                                     case.output))
     expected = reference(inputs)
     found = problem(got, expected, case.tol, case.dtypes)
     if found is None:

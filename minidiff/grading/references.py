@@ -14,6 +14,7 @@ from torch import Tensor
 
 from minidiff import guidance, layers, sampling, schedule, text, training
 from minidiff.schedule import NoiseSchedule
+from minidiff.vae import VAE
 
 ATTENTION_WEIGHTS = ("to_q.weight", "to_k.weight", "to_v.weight", "to_out.weight", "to_out.bias")
 
@@ -73,3 +74,20 @@ def cross_attention(x: Tensor, context: Tensor, wq: Tensor, wk: Tensor, wv: Tens
     weights = (wq.T, wk.T, wv.T, torch.eye(dim, dtype=x.dtype), torch.zeros(dim, dtype=x.dtype))
     attention = layers.CrossAttention(wq.shape[0], wk.shape[0], heads).to(x.dtype)
     return torch.func.functional_call(attention, dict(zip(ATTENTION_WEIGHTS, weights)), (x, context))
+
+
+def vae_latent(mean: Tensor, logvar: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+    return VAE.reparameterise(mean, logvar, noise), VAE.kl(mean, logvar)
+
+
+def ddim_sample(model: Any, x_T: Tensor, alpha_bar: Tensor, steps: int) -> Tensor:
+    return sampling.sample(model, x_T, schedule_from_alpha_bar(alpha_bar), steps, "ddim")
+
+
+def dpmpp_2m_step(xt: Tensor, x0_pred: Tensor, x0_pred_last: Tensor | None, alpha_bar_last: float,
+                  alpha_bar_t: float, alpha_bar_prev: float) -> Tensor:
+    return sampling.dpmpp_2m_step(xt, x0_pred, x0_pred_last, alpha_bar_last, alpha_bar_t, alpha_bar_prev)
+
+
+def res_block(in_ch: int, out_ch: int, emb_dim: int) -> torch.nn.Module:
+    return layers.ResBlock(in_ch, out_ch, emb_dim)

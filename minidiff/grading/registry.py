@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from minidiff.grading import ex_conditioning, ex_denoiser, ex_sampling, ex_schedule
+from minidiff.grading import ex_conditioning, ex_denoiser, ex_latent, ex_sampling, ex_schedule
 from minidiff.grading.spec import Exercise
 
-EXERCISES: tuple[Exercise, ...] = (
+EXERCISES: tuple[Exercise, ...] = tuple(sorted(
     ex_schedule.EXERCISES + ex_denoiser.EXERCISES + ex_sampling.EXERCISES + ex_conditioning.EXERCISES
-)
+    + ex_latent.EXERCISES, key=lambda exercise: exercise.id))
 
 
 def find(name: str) -> Exercise:

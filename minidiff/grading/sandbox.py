@@ -33,6 +33,7 @@ BLOCKED = ("minidiff",)  # packages student code may not import: the answer key 
 FORBIDDEN_MARK = "FORBIDDEN:"  # prefix of the error a tripwire raises; the parent flags the exercise on it
 MAX_MESSAGE = 300  # characters of an exception message that are sent back
 MAX_CALLS = 4  # model calls recorded per case (ex05)
+MAX_ITEMS = 4  # elements of a returned tuple that are sent back (ex11 returns two)
 FRAME_HEADER = "<Q"  # each record on the results pipe: its length as 8 little-endian bytes, then its bytes
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384  # <sys/mount.h>
 PR_SET_NO_NEW_PRIVS = 38  # <linux/prctl.h>: no setuid binary can give root back
@@ -72,6 +73,27 @@ def materialise(inputs: dict) -> dict:
         else:
             out[name] = value.clone() if hasattr(value, "clone") else value
     return out
+
+
+def finish(value, inputs: dict):
+    """A returned module (ex14) run as the case says: (output, number of parameters); anything else as is.
+
+    ``inputs["forward"]`` holds ``state`` (loaded with ``strict=True``, so the parameter names must be
+    the stub's) and ``args``, the arguments of ``forward``; without them only the parameters are counted.
+    """
+    import torch
+
+    if not isinstance(value, torch.nn.Module) or "forward" not in inputs:
+        return value
+    forward = inputs["forward"]
+    if forward.get("state") is not None:
+        try:
+            value.load_state_dict({k: v.clone() for k, v in forward["state"].items()}, strict=True)
+        except RuntimeError as error:  # its message lists the missing and unexpected names over many lines
+            raise RuntimeError(" ".join(str(error).split())) from None
+    with torch.no_grad():
+        out = value(*[a.clone() for a in forward["args"]]) if forward.get("args") else None
+    return out, torch.tensor(sum(p.numel() for p in value.parameters()))
 
 
 def _mount(source, target, fstype=None, flags=0, data=None) -> None:
@@ -176,6 +198,8 @@ def _plain(value):
     if isinstance(value, torch.Tensor):
         plain = torch.Tensor.as_subclass(value, torch.Tensor)
         return dict(type="Tensor", tensor=plain.detach().cpu().clone())
+    if type(value) is tuple:  # ex11's (z, kl), ex14's (output, parameter count)
+        return dict(type="tuple", tensor=None, items=[_plain(v) for v in value[:MAX_ITEMS]])
     return dict(type=type(value).__name__, tensor=None)
 
 
@@ -183,7 +207,7 @@ def run_case(fn, params: list[str], inputs: dict, source: str) -> dict:
     """Call ``fn`` on one case and describe the outcome with plain values only."""
     args = materialise(inputs)
     try:
-        value = fn(*[args[p] for p in params])
+        value = finish(fn(*[args[p] for p in params]), args)
     except NotImplementedError as error:
         return dict(status="not started", message=str(error)[:MAX_MESSAGE])
     except BaseException as error:

@@ -38,6 +38,7 @@ class Case:
     ``dtypes``: output dtypes that are right besides the reference's. ``expected(inputs)``, when
     given, is the answer instead of the reference's (a closed form). ``check(inputs, record)``
     replaces the comparison and returns a failure message, or None when the record is right.
+    ``output``: the element of a returned tuple that this case compares (ex11's (z, kl)).
     """
 
     name: str
@@ -47,6 +48,7 @@ class Case:
     dtypes: tuple[torch.dtype, ...] = ()
     expected: Callable[[Inputs], Tensor] | None = None
     check: Callable[[Inputs, dict], str | None] | None = None
+    output: int | None = None
 
 
 @dataclass(frozen=True)
