@@ -123,15 +123,15 @@ def jail(job: dict, here: str) -> None:
     """Chroot into a minimal root (the OS, Python, this folder at /job) and drop to uid ``job["uid"]``."""
     root = os.path.join(here, "root")
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    for path, size in (("/tmp", job["tmp_bytes"]), ("/dev/shm", job["tmp_bytes"])):  # first: a Python
+        os.makedirs(root + path, exist_ok=True)  # installed under /tmp is bound on top of them below
+        _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
     for path in job["binds"]:
         _bind(path, root)
     for path in job["hide"]:  # e.g. a minidiff installed into site-packages
         _mount("tmpfs", root + path, "tmpfs", MS_RDONLY, "size=4k,mode=555")
     for device in ("null", "zero", "full", "random", "urandom"):
         _bind(f"/dev/{device}", root, writable=True)
-    for path, size in (("/tmp", job["tmp_bytes"]), ("/dev/shm", job["tmp_bytes"])):
-        os.makedirs(root + path, exist_ok=True)
-        _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
     os.makedirs(root + "/proc", exist_ok=True)
     _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV)
     os.makedirs(root + "/job", exist_ok=True)
