@@ -33,7 +33,8 @@ from minidiff.pipeline import WEIGHTS_DIR, load_pipeline
 from minidiff.shapes import ShapesConfig, make_shapes, parse_caption, vocabulary
 from minidiff.text import (LEARNING_RATE, PAD_ID, WEIGHT_DECAY, TinyCLIP, Tokenizer, clip_loss, load_clip,
                            retrieval_accuracy, same_scene, save_text_encoder)
-from minidiff.training import train_config, train_preset
+from minidiff.training import train_preset
+from minidiff.runs import train_config
 
 TEXT_SEED = 7  # CLIP fine-tuning batches use seeds TEXT_SEED * 1_000_003 + step
 HELD_OUT = {"held_out": ["a purple triangle", "a small purple triangle", "a large purple triangle", "three squares",

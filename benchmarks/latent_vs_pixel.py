@@ -38,9 +38,10 @@ from train_pixel import (
 
 from minidiff.metrics import eval_prompts, format_table
 from minidiff.pipeline import Pipeline
+from minidiff.runs import TrainConfig, train_config
 from minidiff.schedule import make_schedule
 from minidiff.text import TextEncoder, Tokenizer
-from minidiff.training import TrainConfig, build_unet, train_config
+from minidiff.training import build_unet
 from minidiff.vae import VAE
 
 GOAL_MINUTES = 15.0  # the goal: the whole latent pipeline from scratch to 90% adherence on 2 CPU cores

@@ -34,9 +34,10 @@ from minidiff.checkpoint import load_checkpoint, load_into
 from minidiff.judge import SCORED, load_judge
 from minidiff.metrics import eval_prompts, format_table, generate, prompt_adherence
 from minidiff.pipeline import Pipeline, load_unet
+from minidiff.runs import TrainConfig, make_source, train_config
 from minidiff.schedule import make_schedule
 from minidiff.text import TextEncoder, Tokenizer, load_text_encoder, save_text_encoder, train_clip
-from minidiff.training import TrainConfig, fit, make_source, train_config, train_denoiser, unet_stage
+from minidiff.training import fit, train_denoiser, unet_stage
 from minidiff.unet import UNet, UNetConfig
 from minidiff.vae import VAE, VAEConfig, load_vae, save_vae, train_vae
 

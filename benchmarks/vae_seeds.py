@@ -24,7 +24,8 @@ ONE_RUN = """
 import json, sys, time, torch
 torch.set_num_threads({threads})
 from minidiff.runs import _vae_score
-from minidiff.training import TrainingDiverged, make_source, train_config
+from minidiff.training import TrainingDiverged
+from minidiff.runs import make_source, train_config
 from minidiff.vae import VAEConfig, train_vae
 config = train_config("shapes-latent", seed={seed}, vae_steps={steps})
 source = make_source(config)

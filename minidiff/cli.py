@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train every stage from scratch: (judge,) text encoder, (VAE,) U-Net")
     p.add_argument("--preset", default=None, help="shapes-latent (default), shapes-pixel, digits, images, "
-                   "mnist-gpu, ... (see training.PRESETS)")
+                   "mnist-gpu, ... (see runs.PRESETS)")
     p.add_argument("--data", default=None,
                    help="shapes, digits, a saved data set or image folder, or a Hub name "
                    "(mnist, fashion_mnist, cifar10, huggan/smithsonian_butterflies_subset)")

@@ -244,7 +244,7 @@ def evaluate_data_run_cli(weights: str | Path, per_label: int = EVAL_PROMPTS // 
     from minidiff.pipeline import load_pipeline
     from minidiff.runs import run_config
     from minidiff.text import load_clip
-    from minidiff.training import make_source
+    from minidiff.runs import make_source
 
     config = run_config(weights)
     source = make_source(config)

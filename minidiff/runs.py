@@ -9,7 +9,8 @@ run with a message saying what was measured and what was expected (``StageFailed
 
 A stage whose checkpoint is already in the folder is reused, so ``resume=True`` after a kill skips
 finished stages and continues the current one from its last checkpoint. ``run.json`` records the
-TrainConfig, so ``sample`` and ``eval`` know what data a run was trained on.
+TrainConfig, so ``sample`` and ``eval`` know what data a run was trained on. ``PRESETS`` names the
+TrainConfigs of the shipped recipes and of the data sets.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 
 from minidiff.checkpoint import atomic_write_bytes, checkpoint_exists, pick_device, write_run_manifest
-from minidiff.training import TrainConfig, distributed, fit, make_source, train_config, train_denoiser
+from minidiff.training import distributed, fit, train_denoiser
 
 STAGES = ("judge", "text_encoder", "vae", "unet")  # the checkpoints a run folder can hold, in training order
 BAR_IMAGES = 256  # held-out images each bar is measured on
@@ -34,6 +35,105 @@ SAMPLE_PROMPTS = (
     "a large yellow triangle at the center on a gray background",
     "a small purple diamond at the top right on a white background",
 )
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that decides a text-to-image run: the data, then each stage's recipe.
+
+    ``data`` names a source (see ``data.load_source``): "shapes", "digits", a folder or a Hub name;
+    ``data_options`` are its options (ShapesConfig fields, or columns and caption template).
+    """
+
+    data: str = "shapes"
+    data_options: dict[str, Any] = dataclasses.field(default_factory=lambda: {"max_objects": 1})
+    resolution: int = 32
+    channels: int | None = None  # stored data: 1 or 3 (default: the source's own, RGB for images)
+    unet: str = "cpu-latent"
+    latent: bool = True
+    # with the cosine schedule, eps errors are amplified ~2e4x at t = T-1 (notebook 02)
+    prediction_type: str = "v"
+    schedule: str = "cosine"
+    T: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    cond_dropout: float = 0.1  # Ho & Salimans 2022 train with p_uncond = 0.1-0.2
+    steps: int = 6000
+    seed: int = 0
+    checkpoint_every: int = 250
+    sample_every: int = 1000
+    text_preset: str = "cpu"
+    text_steps: int = 600
+    text_bar: float = 0.9  # held-out retrieval (image -> caption) the text stage must reach
+    vae_preset: str = "f4"
+    vae_steps: int = 6000  # with vae_batch_size, the recipe of the shipped VAE (weights/README.md)
+    vae_batch_size: int = 8
+    vae_bar: float = 0.95  # share of held-out reconstructions the judge must read right
+    judge_steps: int = 0  # the judge stage; 0 on shapes uses the shipped judge (labelled data needs > 0)
+    judge_bar: float = 0.95  # its held-out accuracy (shapes: its lowest attribute accuracy)
+    unet_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from minidiff.schedule import PREDICTION_TYPES
+
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type={self.prediction_type!r} is not known; choose one of "
+                             f"{PREDICTION_TYPES}")
+        for name in ("steps", "batch_size", "text_steps", "vae_steps", "vae_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if not 0 <= self.cond_dropout <= 1:
+            raise ValueError(f"cond_dropout={self.cond_dropout} must lie in [0, 1]")
+
+
+_TINY = dict(steps=20, batch_size=8, checkpoint_every=5, sample_every=0, text_steps=5, vae_steps=5,
+             warmup_steps=5, judge_steps=5, text_bar=0.0, vae_bar=0.0, judge_bar=0.0,
+             unet_overrides={"base_channels": 8, "channel_mults": (1, 2)})
+_PIXEL_GPU = dict(unet="gpu-pixel", latent=False, batch_size=256, lr=2e-4, steps=20000, text_preset="gpu")
+PRESETS: dict[str, TrainConfig] = {
+    "shapes-latent": TrainConfig(),
+    "shapes-pixel": TrainConfig(unet="cpu-pixel", latent=False, steps=3000),
+    "shapes-latent-gpu": TrainConfig(unet="gpu-latent", batch_size=256, lr=3e-4, steps=20000,
+                                     text_preset="gpu"),
+    "shapes-pixel-gpu": TrainConfig(**_PIXEL_GPU),
+    "digits": TrainConfig(data="digits", data_options={}, resolution=16, unet="cpu-pixel", latent=False,
+                          steps=1500, warmup_steps=100, sample_every=500, text_steps=150, judge_steps=300),
+    # any stored data set: train --data PATH picks this
+    "images": TrainConfig(data="digits", data_options={}, unet="cpu-pixel", latent=False, steps=3000,
+                          text_steps=300, judge_steps=600),
+    "digits-gpu": TrainConfig(data="digits", data_options={}, resolution=16, judge_steps=300,
+                              **{**_PIXEL_GPU, "steps": 5000}),
+    # 28 -> 32 px, 1 channel
+    "mnist-gpu": TrainConfig(data="mnist", data_options={}, judge_steps=2000, **_PIXEL_GPU),
+    "fashion-mnist-gpu": TrainConfig(data="fashion_mnist", data_options={}, judge_steps=2000, judge_bar=0.85,
+                                     **_PIXEL_GPU),
+    "cifar10-gpu": TrainConfig(data="cifar10", data_options={}, judge_steps=3000, judge_bar=0.6,
+                               **_PIXEL_GPU),
+    "butterflies-gpu": TrainConfig(data="huggan/smithsonian_butterflies_subset", data_options={},
+                                   resolution=64, unet="gpu-latent", batch_size=64, lr=2e-4, steps=20000,
+                                   text_preset="gpu", text_bar=0.0, vae_bar=0.0),
+    "tiny": TrainConfig(**_TINY),
+    "tiny-pixel": TrainConfig(**{**_TINY, "latent": False, "unet": "cpu-pixel",
+                                 "unet_overrides": {**_TINY["unet_overrides"], "attention_levels": (1,)}}),
+}
+
+
+def train_config(preset: str, **overrides: Any) -> TrainConfig:
+    """The TrainConfig called ``preset`` with ``overrides`` applied."""
+    if preset not in PRESETS:
+        raise ValueError(f"training preset {preset!r} is not known; choose one of {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[preset], **overrides)
+
+
+def make_source(config: TrainConfig) -> Any:
+    """The data source a run trains on (see ``data.load_source``)."""
+    from minidiff.data import load_source
+
+    return load_source(config.data, config.resolution, config.channels, **config.data_options)
 
 
 class StageFailed(ValueError):

@@ -1,4 +1,4 @@
-"""The one training loop, and the runs that chain its stages: judge, text encoder, VAE, U-Net.
+"""The one training loop every stage trains with (judge, text encoder, VAE, U-Net), and the U-Net stage.
 
 Every stage hands ``fit`` the same three things, wrapped in a ``Stage``: its model, its loss and its
 batches. ``fit`` does the rest the same way for all of them:
@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,9 @@ from minidiff.checkpoint import (
     save_checkpoint,
     write_run_manifest,
 )
+
+if TYPE_CHECKING:
+    from minidiff.runs import TrainConfig
 
 LOSS_EXPLODED = 1e4  # a loss this far above any stage's starting loss means the run has blown up
 DIVERGED_FACTOR = 20.0  # smoothed loss this many times its best so far: diverged
@@ -136,7 +139,7 @@ def fit(stage: Stage, out: Path | None = None, checkpoint_every: int = 0, resume
     device = device or next(stage.model.parameters()).device
     rank, world = distributed()
     model = stage.model.to(device)
-    ema = _frozen_copy(model) if stage.ema_decay is not None else None
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if stage.ema_decay is not None else None
     opt = torch.optim.AdamW(model.parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
     path = out / f"{stage.name}_state" if out is not None else None
     step, smooth, best, losses, last_healthy = 0, None, math.inf, [], None
@@ -231,13 +234,6 @@ def fit(stage: Stage, out: Path | None = None, checkpoint_every: int = 0, resume
             "images_per_s": seen / max(seconds, 1e-9), "losses": losses, "finished": step >= stage.steps}
 
 
-def _frozen_copy(model: nn.Module) -> nn.Module:
-    """A frozen copy of ``model``, to hold the EMA weights."""
-    twin = copy.deepcopy(model).eval()
-    twin.requires_grad_(False)
-    return twin
-
-
 def diffusion_loss(model: Any, schedule: Any, x0: Tensor, t: Tensor, noise: Tensor, cond: Tensor | None,
                    prediction_type: str = "eps") -> Tensor:
     """Mean squared error between the model's output on x_t = q_sample(x0, t, noise) and its target.
@@ -250,105 +246,6 @@ def diffusion_loss(model: Any, schedule: Any, x0: Tensor, t: Tensor, noise: Tens
     xt = q_sample(schedule, x0, t, noise)
     target = training_target(schedule, x0, t, noise, prediction_type)
     return F.mse_loss(model(xt, t, cond).to(target.dtype), target)  # bf16 autocast output back to fp32
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a text-to-image run: the data, then each stage's recipe.
-
-    ``data`` names a source (see ``data.load_source``): "shapes", "digits", a folder or a Hub name;
-    ``data_options`` are its options (ShapesConfig fields, or columns and caption template).
-    """
-
-    data: str = "shapes"
-    data_options: dict[str, Any] = dataclasses.field(default_factory=lambda: {"max_objects": 1})
-    resolution: int = 32
-    channels: int | None = None  # stored data: 1 or 3 (default: the source's own, RGB for images)
-    unet: str = "cpu-latent"
-    latent: bool = True
-    # with the cosine schedule, eps errors are amplified ~2e4x at t = T-1 (notebook 02)
-    prediction_type: str = "v"
-    schedule: str = "cosine"
-    T: int = 1000
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup_steps: int = 200
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    cond_dropout: float = 0.1  # Ho & Salimans 2022 train with p_uncond = 0.1-0.2
-    steps: int = 6000
-    seed: int = 0
-    checkpoint_every: int = 250
-    sample_every: int = 1000
-    text_preset: str = "cpu"
-    text_steps: int = 600
-    text_bar: float = 0.9  # held-out retrieval (image -> caption) the text stage must reach
-    vae_preset: str = "f4"
-    vae_steps: int = 6000  # with vae_batch_size, the recipe of the shipped VAE (weights/README.md)
-    vae_batch_size: int = 8
-    vae_bar: float = 0.95  # share of held-out reconstructions the judge must read right
-    judge_steps: int = 0  # the judge stage; 0 on shapes uses the shipped judge (labelled data needs > 0)
-    judge_bar: float = 0.95  # its held-out accuracy (shapes: its lowest attribute accuracy)
-    unet_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        from minidiff.schedule import PREDICTION_TYPES
-
-        if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type={self.prediction_type!r} is not known; choose one of "
-                             f"{PREDICTION_TYPES}")
-        for name in ("steps", "batch_size", "text_steps", "vae_steps", "vae_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if not 0 <= self.cond_dropout <= 1:
-            raise ValueError(f"cond_dropout={self.cond_dropout} must lie in [0, 1]")
-
-
-_TINY = dict(steps=20, batch_size=8, checkpoint_every=5, sample_every=0, text_steps=5, vae_steps=5,
-             warmup_steps=5, judge_steps=5, text_bar=0.0, vae_bar=0.0, judge_bar=0.0,
-             unet_overrides={"base_channels": 8, "channel_mults": (1, 2)})
-_PIXEL_GPU = dict(unet="gpu-pixel", latent=False, batch_size=256, lr=2e-4, steps=20000, text_preset="gpu")
-PRESETS: dict[str, TrainConfig] = {
-    "shapes-latent": TrainConfig(),
-    "shapes-pixel": TrainConfig(unet="cpu-pixel", latent=False, steps=3000),
-    "shapes-latent-gpu": TrainConfig(unet="gpu-latent", batch_size=256, lr=3e-4, steps=20000,
-                                     text_preset="gpu"),
-    "shapes-pixel-gpu": TrainConfig(**_PIXEL_GPU),
-    "digits": TrainConfig(data="digits", data_options={}, resolution=16, unet="cpu-pixel", latent=False,
-                          steps=1500, warmup_steps=100, sample_every=500, text_steps=150, judge_steps=300),
-    # any stored data set: train --data PATH picks this
-    "images": TrainConfig(data="digits", data_options={}, unet="cpu-pixel", latent=False, steps=3000,
-                          text_steps=300, judge_steps=600),
-    "digits-gpu": TrainConfig(data="digits", data_options={}, resolution=16, judge_steps=300,
-                              **{**_PIXEL_GPU, "steps": 5000}),
-    # 28 -> 32 px, 1 channel
-    "mnist-gpu": TrainConfig(data="mnist", data_options={}, judge_steps=2000, **_PIXEL_GPU),
-    "fashion-mnist-gpu": TrainConfig(data="fashion_mnist", data_options={}, judge_steps=2000, judge_bar=0.85,
-                                     **_PIXEL_GPU),
-    "cifar10-gpu": TrainConfig(data="cifar10", data_options={}, judge_steps=3000, judge_bar=0.6,
-                               **_PIXEL_GPU),
-    "butterflies-gpu": TrainConfig(data="huggan/smithsonian_butterflies_subset", data_options={},
-                                   resolution=64, unet="gpu-latent", batch_size=64, lr=2e-4, steps=20000,
-                                   text_preset="gpu", text_bar=0.0, vae_bar=0.0),
-    "tiny": TrainConfig(**_TINY),
-    "tiny-pixel": TrainConfig(**{**_TINY, "latent": False, "unet": "cpu-pixel",
-                                 "unet_overrides": {**_TINY["unet_overrides"], "attention_levels": (1,)}}),
-}
-
-
-def train_config(preset: str, **overrides: Any) -> TrainConfig:
-    """The TrainConfig called ``preset`` with ``overrides`` applied."""
-    if preset not in PRESETS:
-        raise ValueError(f"training preset {preset!r} is not known; choose one of {sorted(PRESETS)}")
-    return dataclasses.replace(PRESETS[preset], **overrides)
-
-
-def make_source(config: TrainConfig) -> Any:
-    """The data source a run trains on (see ``data.load_source``)."""
-    from minidiff.data import load_source
-
-    return load_source(config.data, config.resolution, config.channels, **config.data_options)
 
 
 def build_unet(config: TrainConfig, channels: int, text_dim: int) -> nn.Module:
@@ -411,6 +308,8 @@ def train_denoiser(config: TrainConfig, out_dir: str | Path, text_encoder: nn.Mo
     rank, world = distributed()
     if world > 1 and dev.type == "cuda":
         dev = torch.device("cuda", rank % torch.cuda.device_count())
+    from minidiff.runs import make_source
+
     stage = unet_stage(config, source or make_source(config), text_encoder, tokenizer, vae, dev)
     info = {"train_config": dataclasses.asdict(config), "unet_config": dataclasses.asdict(stage.model.config)}
 

@@ -155,8 +155,7 @@ def check_sample(args: argparse.Namespace, facts: dict[str, Any]) -> Path:
 def training_config(args: argparse.Namespace, out: Path) -> Any:
     """The TrainConfig to run: the preset (chosen by --data when not given) with the options applied, or
     with --resume the run's own settings (which explicit options must then match)."""
-    from minidiff.runs import STAGES, run_config
-    from minidiff.training import PRESETS, TrainConfig, train_config
+    from minidiff.runs import PRESETS, STAGES, TrainConfig, run_config, train_config
 
     if args.preset is not None and args.preset not in PRESETS:
         raise UserError(f"--preset={args.preset!r} is not known; choose one of {', '.join(sorted(PRESETS))}")

@@ -113,7 +113,7 @@ def test_train_then_sample_from_the_run(tmp_path):
 
 def test_resume_of_a_finished_run_trains_nothing(tmp_path, capsys):
     from minidiff.checkpoint import save_checkpoint
-    from minidiff.training import train_config
+    from minidiff.runs import train_config
 
     info = {"step": 20, "loss": 0.0625, "train_config": dataclasses.asdict(train_config("tiny"))}
     save_checkpoint(tmp_path / "unet_state", {"w": torch.zeros(1)}, {}, info)

@@ -13,7 +13,7 @@ import torch
 
 from minidiff import cli
 from minidiff.checkpoint import save_checkpoint, write_run_manifest
-from minidiff.training import train_config
+from minidiff.runs import train_config
 
 P = "a red circle"
 UNWRITABLE = "/proc/minidiff"  # no file can be created under /proc, not even by root

@@ -11,8 +11,9 @@ import pytest
 import torch
 from test_training import tiny_setup
 
-from minidiff import cli, training
+from minidiff import cli, runs
 from minidiff.checkpoint import checkpoint_exists, load_checkpoint, load_into
+from minidiff.runs import make_source
 from minidiff.schedule import make_schedule
 from minidiff.training import (
     LOSS_EXPLODED,
@@ -20,7 +21,6 @@ from minidiff.training import (
     TrainingDiverged,
     build_unet,
     diffusion_loss,
-    make_source,
     train_denoiser,
     unet_stage,
 )
@@ -70,7 +70,7 @@ def test_a_divergence_with_no_checkpoint_says_none_is_kept(tmp_path):
 
 def test_the_cli_reports_a_divergence_in_one_line(tmp_path, monkeypatch, capsys):
     config = tiny_setup(**BLOW_UP)[0]
-    monkeypatch.setitem(training.PRESETS, "tiny", config)
+    monkeypatch.setitem(runs.PRESETS, "tiny", config)
     run = tmp_path / "run"
     assert cli.main(["train", "--preset", "tiny", "--out", str(run), "--device", "cpu"]) == 2
     err = capsys.readouterr().err

@@ -8,9 +8,8 @@ import torch
 from PIL import Image
 
 from minidiff import cli
-from minidiff.runs import StageFailed, run_config, train_preset
+from minidiff.runs import StageFailed, run_config, train_config, train_preset
 from minidiff.shapes import Object, Scene, render
-from minidiff.training import train_config
 
 CLASSES = {"circle": "red", "square": "blue"}  # two labels, each drawn in its own colour
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from minidiff.checkpoint import load_checkpoint
+from minidiff.runs import train_config
 from minidiff.shapes import vocabulary
 from minidiff.text import TextEncoder, TextEncoderConfig, Tokenizer
-from minidiff.training import Stage, TrainingDiverged, lr_at, train_config, train_denoiser
+from minidiff.training import Stage, TrainingDiverged, lr_at, train_denoiser
 
 
 def tiny_setup(**overrides):
