@@ -23,7 +23,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
-from minidiff.shapes import ShapesConfig, split_words
+from minidiff.data import load_source
+from minidiff.shapes import split_words
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")  # special tokens, always ids 0, 1, 2
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -300,16 +301,10 @@ def retrieval_accuracy(clip: TinyCLIP, images: Tensor, captions: list[str], batc
     txt = torch.cat([clip.embed_captions(captions[i: i + batch_size])
                      for i in range(0, len(captions), batch_size)])
     sim = img @ txt.T  # (N, N)
-    same = (source or _shapes_source(images.shape[-1])).same(captions).to(device)  # (N, N)
+    same = (source or load_source("shapes", images.shape[-1])).same(captions).to(device)  # (N, N)
     n = torch.arange(len(captions), device=device)
     return {"image_to_text": same[n, sim.argmax(1)].float().mean().item(),
             "text_to_image": same[sim.argmax(0), n].float().mean().item()}
-
-
-def _shapes_source(resolution: int) -> Any:
-    from minidiff.data import ShapesSource
-
-    return ShapesSource(ShapesConfig(resolution=resolution))
 
 
 def clip_stage(config: CLIPConfig | str, source: Any, steps: int, batch_size: int = 128,
@@ -354,7 +349,7 @@ def train_clip(config: CLIPConfig | str = "cpu", steps: int = 1000, batch_size: 
 
     if steps < 1 or batch_size < 2:
         raise ValueError(f"need steps >= 1 and batch_size >= 2, got steps={steps}, batch_size={batch_size}")
-    stage = clip_stage(config, source or _shapes_source(resolution), steps, batch_size, seed)
+    stage = clip_stage(config, source or load_source("shapes", resolution), steps, batch_size, seed)
     result = fit(stage, progress=progress, device=pick_device(device))
     clip = stage.model
     clip.history, clip.train_seconds = result["losses"], result["seconds"]
