@@ -115,3 +115,17 @@ def test_bad_data_options_exit_2_with_one_line(tmp_path, capsys, saved, args, me
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and re.search(message, err[0]), err
+
+
+def test_compositional_preset_trains_on_several_objects_with_attention_at_8x8():
+    from minidiff.runs import make_source
+    from minidiff.shapes import parse_caption
+    from minidiff.unet import UNetConfig
+
+    config = train_config("shapes-compositional")
+    _, captions = make_source(config).batch(256, seed=0)
+    counts = [len(parse_caption(c).objects) for c in captions]
+    assert min(counts) == 1 and max(counts) == 4, counts
+    assert sum(parse_caption(c).relation is not None for c in captions) > 10  # relations are drawn
+    unet = UNetConfig.from_preset(config.unet, **config.unet_overrides)
+    assert unet.attention_levels == (0, 1) and config.latent  # level 0 of a 4x8x8 latent is 8x8
