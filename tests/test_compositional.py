@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from minidiff.cli import main
-from minidiff.judge import load_judge
-from minidiff.metrics import (
+from minidiff.compositional import (
     CATEGORIES,
     COMPOSITIONAL_SEEDS,
     compositional_benchmark,
     compositional_prompts,
-    padding_attention_share,
     real_renders,
     realise,
 )
+from minidiff.judge import load_judge
+from minidiff.metrics import padding_attention_share
 from minidiff.shapes import FIELDS, RELATIONS, Scene, parse_caption, relation_holds, render
 
 
