@@ -51,7 +51,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"{out}: every option and prompt is valid (--dry-run: nothing sampled)", file=sys.stderr)
         return 0
-    from minidiff.judge import judge_lines, label_judge_lines
+    from minidiff.judge import judge_lines
+    from minidiff.label_judge import label_judge_lines
     from minidiff.pipeline import load_pipeline
     from minidiff.viz import save_grid
 
@@ -108,12 +109,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_int("--prompts", args.prompts, 1, MAX_EVAL_PROMPTS, " (evaluation prompts, one image each)")
     as_option("--device: ", pick_device, args.device)
     out = check_output("--json", args.json) if args.json else None
-    from minidiff.metrics import (
-        evaluate_compositional_cli,
-        evaluate_data_run_cli,
-        evaluate_judge_cli,
-        evaluate_pipeline_cli,
-    )
+    from minidiff.compositional import evaluate_compositional_cli
+    from minidiff.metrics import evaluate_data_run_cli, evaluate_judge_cli, evaluate_pipeline_cli
     from minidiff.runs import run_config
 
     config = run_config(args.weights) if args.weights else None

@@ -14,23 +14,40 @@ import dataclasses
 import itertools
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from minidiff.checkpoint import load_checkpoint, load_into, pick_device, refresh_manifest, save_checkpoint
-from minidiff.shapes import (ATTRIBUTES, BACKGROUNDS, COLOURS, FIELDS, POSITIONS, SHAPES, SIZES, Object, Scene,
-                             ShapesConfig, caption, make_shapes, parse_caption, relation_holds, render, sample_scenes)
+from minidiff.shapes import (
+    ATTRIBUTES,
+    BACKGROUNDS,
+    COLOURS,
+    FIELDS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    Object,
+    Scene,
+    ShapesConfig,
+    caption,
+    make_shapes,
+    parse_caption,
+    relation_holds,
+    render,
+    sample_scenes,
+)
 
 WEIGHTS = Path(__file__).parent / "weights" / "judge"  # the shipped judge (.safetensors + .json)
 NONE = len(SHAPES)  # shape class meaning "this slot is empty"
 IGNORE = -100  # target for colour/size of an empty slot (F.cross_entropy's ignore_index)
 HEADS = {"shape": len(SHAPES) + 1, "colour": len(COLOURS), "size": len(SIZES)}  # classes per slot
-SCORED = (*ATTRIBUTES, "count", "relation")  # what score_scene reports: every attribute, the count, the relation
+SCORED = (*ATTRIBUTES, "count", "relation")  # what score_scene reports
 EVAL_SEED = 1_000_003  # evaluation draws its own scenes, apart from the training stream
 
 
@@ -52,10 +69,11 @@ class JudgeConfig:
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
         if self.resolution % 2 ** len(self.channels):
-            raise ValueError(f"resolution={self.resolution} must be divisible by 2**len(channels)={2 ** len(self.channels)}")
+            raise ValueError(f"resolution={self.resolution} must be divisible by "
+                             f"2**len(channels)={2 ** len(self.channels)}")
 
     @classmethod
-    def from_preset(cls, name: str) -> "JudgeConfig":
+    def from_preset(cls, name: str) -> JudgeConfig:
         """The config called ``name`` in PRESETS."""
         if name not in PRESETS:
             raise ValueError(f"judge preset {name!r} is not known; choose one of {sorted(PRESETS)}")
@@ -76,24 +94,34 @@ class Judge(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(3, config.channels[0], 3, padding=1), nn.ReLU()]
         for c_in, c_out in zip(config.channels[:1] + config.channels[:-1], config.channels):
             for i in range(config.depth):
-                layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, stride=2 if i == 0 else 1, padding=1),
-                           nn.BatchNorm2d(c_out), nn.ReLU()]
+                conv = nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, stride=2 if i == 0 else 1, padding=1)
+                layers += [conv, nn.BatchNorm2d(c_out), nn.ReLU()]
         self.features = nn.Sequential(*layers)
         side = config.resolution // 2 ** len(config.channels)
         self.per_slot = sum(HEADS.values())
-        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(config.channels[-1] * side * side, config.hidden), nn.ReLU(),
-                                 nn.Linear(config.hidden, len(POSITIONS) * self.per_slot + len(BACKGROUNDS)))
+        out = len(POSITIONS) * self.per_slot + len(BACKGROUNDS)
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(config.channels[-1] * side * side, config.hidden),
+                                 nn.ReLU(), nn.Linear(config.hidden, out))
+
+    def hidden(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) in [-1, 1] -> the hidden layer (B, hidden), the input of the last linear."""
+        return self.mlp[:-1](self.features(resize(images, self.config.resolution)))
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """images (B, 3, H, W) in [-1, 1] -> logits: shape (B, P, 5), colour (B, P, 6), size (B, P, 2), background (B, 4)."""
-        r = self.config.resolution
-        if images.shape[-2:] != (r, r):
-            images = F.interpolate(images, size=(r, r), mode="bilinear", antialias=True, align_corners=False)  # (B, 3, r, r)
-        out = self.mlp(self.features(images))  # (B, P * per_slot + n_backgrounds)
-        slots = out[:, : len(POSITIONS) * self.per_slot].reshape(len(images), len(POSITIONS), self.per_slot)  # (B, P, per_slot)
-        logits = dict(zip(HEADS, slots.split(list(HEADS.values()), dim=-1)))
-        logits["background"] = out[:, len(POSITIONS) * self.per_slot:]  # (B, n_backgrounds)
-        return logits
+        """images (B, 3, H, W) in [-1, 1] -> logits: shape (B, P, 5), colour (B, P, 6), size (B, P, 2)
+        and background (B, 4)."""
+        out = self.mlp[-1](self.hidden(images))  # (B, P * per_slot + n_backgrounds)
+        slots, background = out.split([len(POSITIONS) * self.per_slot, len(BACKGROUNDS)], dim=1)
+        slots = slots.reshape(len(images), len(POSITIONS), self.per_slot)  # (B, P, per_slot)
+        return {**dict(zip(HEADS, slots.split(list(HEADS.values()), dim=-1))), "background": background}
+
+
+def resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, resolution, resolution), bilinear and anti-aliased (as is if that size)."""
+    if images.shape[-2:] == (resolution, resolution):
+        return images
+    size = (resolution, resolution)
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
 def scene_targets(scenes: Sequence[Scene]) -> dict[str, torch.Tensor]:
@@ -103,19 +131,20 @@ def scene_targets(scenes: Sequence[Scene]) -> dict[str, torch.Tensor]:
     for i, s in enumerate(scenes):
         for o in s.objects:
             p = POSITIONS.index(o.position)
-            shape[i, p], colour[i, p], size[i, p] = SHAPES.index(o.shape), COLOURS.index(o.colour), SIZES.index(o.size)
+            shape[i, p], colour[i, p] = SHAPES.index(o.shape), COLOURS.index(o.colour)
+            size[i, p] = SIZES.index(o.size)
     background = torch.tensor([BACKGROUNDS.index(s.background) for s in scenes])  # (B,)
     return {"shape": shape, "colour": colour, "size": size, "background": background}
 
 
 def judge_loss(logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum over heads of the mean cross-entropy (empty slots are ignored by the colour and size heads)."""
-    return sum(F.cross_entropy(logits[k].flatten(0, -2), targets[k].flatten().to(logits[k].device), ignore_index=IGNORE)
-               for k in logits)
+    return sum(F.cross_entropy(logits[k].flatten(0, -2), targets[k].flatten().to(logits[k].device),
+                               ignore_index=IGNORE) for k in logits)
 
 
 def augment(images: torch.Tensor, config: JudgeConfig, generator: torch.Generator) -> torch.Tensor:
-    """Per image (B, 3, H, W): mix in a box blur, shift each channel, add Gaussian noise (shares ~ U(0, max))."""
+    """Per image (B, 3, H, W): mix in a box blur, shift each channel, add Gaussian noise (all ~ U(0, max))."""
     b = len(images)
     blurred = F.avg_pool2d(images, 3, stride=1, padding=1, count_include_pad=False)  # (B, 3, H, W)
     images = torch.lerp(images, blurred, torch.rand(b, 1, 1, 1, generator=generator) * config.blur)
@@ -127,7 +156,7 @@ def augment(images: torch.Tensor, config: JudgeConfig, generator: torch.Generato
 def judge_stage(config: JudgeConfig, steps: int, batch_size: int = 128, seed: int = 0) -> Any:
     """The shapes judge's stage for the one training loop: fresh scenes of 1-4 objects (every kind and
     combination) each step, augmented as ``augment`` describes, and the summed cross-entropy of every head."""
-    from minidiff.training import SEED_STRIDE, Stage
+    from minidiff.training import Stage, step_seed
 
     data = ShapesConfig(resolution=config.resolution)
     with torch.random.fork_rng(devices=[]):
@@ -135,19 +164,20 @@ def judge_stage(config: JudgeConfig, steps: int, batch_size: int = 128, seed: in
         judge = Judge(config)
 
     def batch(step: int, rank: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        generator = torch.Generator().manual_seed((seed * SEED_STRIDE + step) * 64 + rank)
+        generator = torch.Generator().manual_seed(step_seed(seed, step, rank))
         scenes = sample_scenes(batch_size, data, generator)
-        return augment(render(scenes, config.resolution), config, generator), scene_targets(scenes)  # (B, 3, H, W)
+        return augment(render(scenes, config.resolution), config, generator), scene_targets(scenes)
 
     def loss(model: nn.Module, b: tuple[torch.Tensor, dict[str, torch.Tensor]]) -> torch.Tensor:
         return judge_loss(model(b[0].to(next(model.parameters()).device)), b[1])
 
-    return Stage("judge", judge, loss, batch, steps, config.lr, batch_size, grad_clip=math.inf, min_lr_share=0.0,
-                 seed=seed)
+    return Stage("judge", judge, loss, batch, steps, config.lr, batch_size, grad_clip=math.inf,
+                 min_lr_share=0.0, seed=seed)
 
 
 def train_judge(config: JudgeConfig | None = None, steps: int = 3000, batch_size: int = 128, seed: int = 0,
-                device: str = "cpu", log_every: int = 0, callback: Callable[[int, Judge], None] | None = None) -> Judge:
+                device: str = "cpu", log_every: int = 0,
+                callback: Callable[[int, Judge], None] | None = None) -> Judge:
     """Train a judge with the one training loop (``judge_stage``): AdamW (Loshchilov & Hutter 2019) with
     a cosine-decayed learning rate, BatchNorm (Ioffe & Szegedy 2015) after each conv.
     ``callback(step, judge)`` runs every ``log_every`` steps."""
@@ -172,8 +202,9 @@ def predict_scenes(judge: Judge, images: torch.Tensor, batch_size: int = 512) ->
     for chunk in images.split(batch_size):
         pred = {k: v.argmax(-1).cpu().tolist() for k, v in judge(chunk.to(dev)).items()}  # (B, P) or (B,)
         for i in range(len(chunk)):
-            objects = tuple(Object(SHAPES[pred["shape"][i][p]], COLOURS[pred["colour"][i][p]], SIZES[pred["size"][i][p]], slot)
-                            for p, slot in enumerate(POSITIONS) if pred["shape"][i][p] != NONE)
+            shape, colour, size = pred["shape"][i], pred["colour"][i], pred["size"][i]  # (P,) each
+            objects = tuple(Object(SHAPES[shape[p]], COLOURS[colour[p]], SIZES[size[p]], slot)
+                            for p, slot in enumerate(POSITIONS) if shape[p] != NONE)
             scenes.append(Scene(BACKGROUNDS[pred["background"][i]], objects))
     return scenes
 
@@ -218,6 +249,11 @@ def all_right(score: dict[str, tuple[int, int]]) -> bool:
     return all(c == n for c, n in score.values())
 
 
+def shows_prompt(got: Scene, prompt: str) -> bool:
+    """True when ``got`` has everything ``prompt`` names right, and its object count (``all_right``)."""
+    return all_right(score_scene(parse_caption(prompt), got))
+
+
 def adherence(judge: Judge, images: torch.Tensor, captions: Sequence[str]) -> dict[str, float]:
     """Prompt adherence of images (N, 3, H, W) to their captions, read by the judge.
 
@@ -241,9 +277,11 @@ def adherence(judge: Judge, images: torch.Tensor, captions: Sequence[str]) -> di
     return result
 
 
-def evaluate_judge(judge: Judge, n: int = 2000, seed: int = EVAL_SEED, resolution: int | None = None) -> dict[str, float]:
+def evaluate_judge(judge: Judge, n: int = 2000, seed: int = EVAL_SEED,
+                   resolution: int | None = None) -> dict[str, float]:
     """Accuracy of the judge on ``n`` fresh real shapes images (``adherence`` to their true captions)."""
-    images, captions, _ = make_shapes(n, ShapesConfig(resolution=resolution or judge.config.resolution), seed=seed)
+    config = ShapesConfig(resolution=resolution or judge.config.resolution)
+    images, captions, _ = make_shapes(n, config, seed=seed)
     return adherence(judge, images, captions)
 
 
@@ -259,8 +297,8 @@ def load_judge(path: str | Path = WEIGHTS, device: str = "cpu") -> Judge:
     return judge.to(pick_device(device)).eval()
 
 
-def train_and_save(path: str | Path = WEIGHTS, preset: str = "default", steps: int = 3000, batch_size: int = 128,
-                   seed: int = 0, device: str = "cpu", n: int = 2000) -> dict:
+def train_and_save(path: str | Path = WEIGHTS, preset: str = "default", steps: int = 3000,
+                   batch_size: int = 128, seed: int = 0, device: str = "cpu", n: int = 2000) -> dict:
     """Train a judge, score it on ``n`` real images and save it with the numbers; return them.
 
     The defaults reproduce the shipped judge (``python -m minidiff judge train``).
@@ -277,121 +315,12 @@ def train_and_save(path: str | Path = WEIGHTS, preset: str = "default", steps: i
 def judge_lines(images: torch.Tensor, prompts: list[str], seeds: list[int]) -> list[str]:
     """What the shipped judge reads back from each image (N, 3, H, W) in [-1, 1], one line per image:
     its seed, "ok" or "MISSED" (every attribute the prompt names, and the object count), and the scene
-    it read, as a caption. E.g. ``judge, seed 0: ok     a large red circle at the top left on a blue background``.
+    it read, as a caption, e.g.
+    ``judge, seed 0: ok     a large red circle at the top left on a blue background``.
     """
     lines = []
     for prompt, seed, got in zip(prompts, seeds, predict_scenes(load_judge(), images)):
-        right = all_right(score_scene(parse_caption(prompt), got))
+        right = shows_prompt(got, prompt)
         read = caption(got, 0) if got.objects else f"no object on a {got.background} background"
         lines.append(f"judge, seed {seed}: {'ok    ' if right else 'MISSED'} {read}")
-    return lines
-
-
-# ---- the judge of labelled data sets: a classifier trained on the data set's own real images ----
-
-@dataclass
-class LabelJudgeConfig:
-    """A small CNN classifier: conv stages that halve H and W, then a hidden layer (the features
-    that Frechet distance uses) and one logit per label."""
-
-    resolution: int = 16
-    in_channels: int = 1
-    num_labels: int = 10
-    channels: tuple[int, ...] = (32, 64)
-    hidden: int = 64
-    lr: float = 2e-3
-    noise: float = 0.2  # max std of Gaussian noise added in training, so generated images' grain is tolerated
-
-    def __post_init__(self) -> None:
-        self.channels = tuple(self.channels)
-
-
-class LabelJudge(nn.Module):
-    """images (B, C, H, W) in [-1, 1] -> label logits (B, num_labels); ``features`` gives (B, hidden)."""
-
-    def __init__(self, config: LabelJudgeConfig) -> None:
-        super().__init__()
-        self.config = config
-        layers: list[nn.Module] = []
-        for c_in, c_out in zip((config.in_channels, *config.channels[:-1]), config.channels):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
-        side = config.resolution // 2 ** len(config.channels)
-        self.body = nn.Sequential(*layers, nn.Flatten(), nn.Linear(config.channels[-1] * side * side, config.hidden),
-                                  nn.ReLU())
-        self.head = nn.Linear(config.hidden, config.num_labels)
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, hidden); images of another size are resized to the judge's first."""
-        r = self.config.resolution
-        if images.shape[-2:] != (r, r):
-            images = F.interpolate(images, size=(r, r), mode="bilinear", antialias=True, align_corners=False)
-        return self.body(images)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))  # (B, num_labels)
-
-
-def label_judge_stage(source: Any, steps: int, batch_size: int = 128, seed: int = 0) -> Any:
-    """The label judge's stage for the one training loop: cross-entropy on the source's training
-    images (never its held-out ones), with Gaussian noise of std ~ U(0, config.noise) added."""
-    from minidiff.training import SEED_STRIDE, Stage
-
-    config = LabelJudgeConfig(source.resolution, source.channels, len(source.label_names))
-    torch.manual_seed(seed)
-    judge = LabelJudge(config)
-
-    def batch(step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-        data_seed = (seed * SEED_STRIDE + step) * 64 + rank
-        index = source.draw(batch_size, data_seed)  # (B,)
-        g = torch.Generator().manual_seed(data_seed)
-        images = source.pixels(index)  # (B, C, H, W)
-        std = torch.rand(len(index), 1, 1, 1, generator=g) * config.noise
-        return images + std * torch.randn(images.shape, generator=g), source.labels[index]
-
-    def loss(model: nn.Module, b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        dev = next(model.parameters()).device
-        return F.cross_entropy(model(b[0].to(dev)), b[1].to(dev))
-
-    return Stage("judge", judge, loss, batch, steps, config.lr, batch_size, warmup_steps=min(50, steps), seed=seed)
-
-
-@torch.no_grad()
-def predict_labels(judge: LabelJudge, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """The label the judge reads in every image (N, C, H, W): (N,) long."""
-    judge.eval()
-    dev = next(judge.parameters()).device
-    return torch.cat([judge(x.to(dev)).argmax(-1).cpu() for x in images.split(batch_size)])
-
-
-def save_label_judge(judge: LabelJudge, path: str | Path, label_names: Sequence[str], extra: dict | None = None) -> Path:
-    """Write ``path``.safetensors + ``path``.json, with the label names."""
-    return save_checkpoint(path, judge, judge.config, {"kind": "label_judge", "label_names": list(label_names),
-                                                         **(extra or {})})
-
-
-def load_any_judge(path: str | Path, device: str = "cpu") -> Judge | LabelJudge:
-    """Load a shapes Judge or a LabelJudge, whichever ``path`` holds, in eval mode."""
-    state, meta = load_checkpoint(path)
-    if meta["extra"].get("kind") == "label_judge":
-        judge: nn.Module = LabelJudge(LabelJudgeConfig(**meta["config"]))
-        judge.label_names = tuple(meta["extra"]["label_names"])
-    else:
-        judge = Judge(JudgeConfig(**meta["config"]))
-    return load_into(judge, state, name="judge").to(pick_device(device)).eval()
-
-
-def label_judge_lines(path: str | Path, images: torch.Tensor, prompts: list[str], seeds: list[int]) -> list[str]:
-    """What a run's label judge reads in each image (N, C, H, W): ``judge, seed 0: ok     7`` when the
-    prompt is the caption of the label read, ``MISSED`` when it is another label's caption."""
-    from minidiff.data import label_caption
-    from minidiff.shapes import split_words
-
-    judge = load_any_judge(path)
-    template = load_checkpoint(path)[1]["extra"].get("caption_template")
-    captions = [split_words(label_caption(template, n)) for n in judge.label_names] if template else []
-    lines = []
-    for prompt, seed, k in zip(prompts, seeds, predict_labels(judge, images).tolist()):
-        want = captions.index(split_words(prompt)) if split_words(prompt) in captions else None
-        verdict = "      " if want is None else "ok    " if want == k else "MISSED"
-        lines.append(f"judge, seed {seed}: {verdict} {judge.label_names[k]}")
     return lines

@@ -10,23 +10,17 @@ a Frechet distance, the way FID reuses an Inception network (Heusel et al. 2017)
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
-import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from minidiff.shapes import (ATTRIBUTES, BACKGROUNDS, COLOURS, FIELDS, MAX_TRIES, NUMBERS, POSITIONS, RELATIONS,
-                             SHAPES, SIZES, Object, Scene, ShapesConfig, breaks_rules, caption, parse_caption,
-                             relation_holds, render, sample_scenes)
-from minidiff.judge import (Judge, adherence, all_right, evaluate_judge, load_judge, predict_scenes,
-                            score_scene)
+from minidiff.judge import Judge, adherence, evaluate_judge, load_judge
+from minidiff.shapes import ShapesConfig, caption, parse_caption, render, sample_scenes
 
 EVAL_PROMPTS = 200  # size of the fixed evaluation set that `python -m minidiff eval` scores
 EVAL_PROMPT_SEED = 2_000_003  # prompt generators get seeds ~2e12, far from every training and judge seed
@@ -36,11 +30,6 @@ JUDGE_TARGET = 0.99  # per-attribute accuracy the judge needs on real images: ne
 GENERATE_BATCH = 50  # prompts per pipeline call: bounds memory, does not change any image
 FEATURE_BATCH = 512  # images per judge forward pass when extracting features
 MEMORISED_QUANTILE = 0.05  # a generated image nearer to the training set than 95% of real held-out ones
-CATEGORIES = ("single_object", "two_objects", "counting", "colours", "position", "attribute_binding")  # GenEval's six
-COMPOSITIONAL_SEEDS = 4  # images per prompt, as GenEval (Ghosh et al. 2023) draws them
-COMPOSITIONAL_PROMPT_SEED = 2_000_029  # fixes the position and binding prompts
-PAIRED_PROMPTS = 24  # prompts of the position and attribute_binding categories
-JUDGE_IMAGES_PER_CATEGORY = 500  # real renders per category on which the judge must score >= JUDGE_TARGET
 
 
 def eval_prompts(n: int = EVAL_PROMPTS, seed: int = EVAL_PROMPT_SEED) -> list[str]:
@@ -52,11 +41,11 @@ def eval_prompts(n: int = EVAL_PROMPTS, seed: int = EVAL_PROMPT_SEED) -> list[st
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} is not allowed; ask for n >= 1 prompts")
     config = ShapesConfig(max_objects=1)
-    scenes = [sample_scenes(1, config, torch.Generator().manual_seed(seed * PROMPT_STRIDE + i))[0] for i in range(n)]
-    return [caption(scene, EVAL_TEMPLATE) for scene in scenes]
+    gens = (torch.Generator().manual_seed(seed * PROMPT_STRIDE + i) for i in range(n))
+    return [caption(sample_scenes(1, config, g)[0], EVAL_TEMPLATE) for g in gens]
 
 
-def prompt_adherence(images: Tensor, prompts: Sequence[str], judge: Optional[Judge] = None) -> dict[str, float]:
+def prompt_adherence(images: Tensor, prompts: Sequence[str], judge: Judge | None = None) -> dict[str, float]:
     """Per-attribute adherence of images (N, 3, H, W) to their prompts and "all" (every attribute right);
     see ``judge.adherence``. ``judge`` defaults to the shipped one."""
     return adherence(judge if judge is not None else load_judge(), images.float().cpu(), list(prompts))
@@ -68,7 +57,7 @@ def saturation(images: Tensor) -> float:
     Large guidance scales push samples to over-saturated colours (Saharia et al. 2022, sec. 2.3), so this
     rises with the guidance scale. Pure red is 1, any gray is 0.
     """
-    _check_images(images, "images")
+    check_images(images, "images")
     rgb = ((images.float() + 1) / 2).clamp(0, 1)  # (N, 3, H, W) in [0, 1]
     high, low = rgb.amax(1), rgb.amin(1)  # (N, H, W) each
     sat = torch.where(high > 0, (high - low) / high.clamp_min(1e-12), torch.zeros_like(high))  # (N, H, W)
@@ -82,7 +71,8 @@ def diversity(images_per_prompt: Tensor) -> float:
     ``sqrt(mean((a - b) ** 2))``, so identical images give 0 and an all-black vs all-white pair gives 2.
     """
     if images_per_prompt.ndim != 5 or images_per_prompt.shape[1] < 2:
-        raise ValueError(f"images_per_prompt must be (P, S, 3, H, W) with S >= 2 seeds; got {tuple(images_per_prompt.shape)}")
+        raise ValueError("images_per_prompt must be (P, S, 3, H, W) with S >= 2 seeds; "
+                         f"got {tuple(images_per_prompt.shape)}")
     p, s = images_per_prompt.shape[:2]
     flat = images_per_prompt.float().reshape(p, s, -1)  # (P, S, D)
     dist = torch.cdist(flat, flat) / math.sqrt(flat.shape[-1])  # (P, S, S)
@@ -92,21 +82,12 @@ def diversity(images_per_prompt: Tensor) -> float:
 
 @torch.no_grad()
 def judge_features(judge: Judge, images: Tensor) -> Tensor:
-    """The judge's hidden layer (input of its last linear layer) for images (N, 3, H, W): (N, hidden).
-
-    Runs the judge's own trunk (``judge.features`` then every MLP layer but the last), after the
-    same resize to the judge's resolution that ``Judge.forward`` does.
-    """
-    _check_images(images, "images")
+    """The judge's hidden layer (``Judge.hidden``: the input of its last linear layer) for images
+    (N, 3, H, W): (N, hidden), ``FEATURE_BATCH`` images per forward pass."""
+    check_images(images, "images")
     judge.eval()
-    dev, r = next(judge.parameters()).device, judge.config.resolution
-    out = []
-    for chunk in images.float().split(FEATURE_BATCH):
-        x = chunk.to(dev)
-        if x.shape[-2:] != (r, r):
-            x = F.interpolate(x, size=(r, r), mode="bilinear", antialias=True, align_corners=False)  # (B, 3, r, r)
-        out.append(judge.mlp[:-1](judge.features(x)).cpu())  # (B, hidden)
-    return torch.cat(out)  # (N, hidden)
+    dev = next(judge.parameters()).device
+    return torch.cat([judge.hidden(x.to(dev)).cpu() for x in images.float().split(FEATURE_BATCH)])
 
 
 def gaussian_frechet_distance(mu_a: Tensor, cov_a: Tensor, mu_b: Tensor, cov_b: Tensor) -> float:
@@ -118,8 +99,8 @@ def gaussian_frechet_distance(mu_a: Tensor, cov_a: Tensor, mu_b: Tensor, cov_b: 
     """
     mu_a, mu_b, cov_a, cov_b = (x.double() for x in (mu_a, mu_b, cov_a, cov_b))
     if mu_a.shape != mu_b.shape or cov_a.shape != cov_b.shape or cov_a.shape != (*mu_a.shape, *mu_a.shape):
-        raise ValueError(f"need mu (D,) and cov (D, D) of equal D; got {tuple(mu_a.shape)}, {tuple(cov_a.shape)}, "
-                         f"{tuple(mu_b.shape)}, {tuple(cov_b.shape)}")
+        raise ValueError(f"need mu (D,) and cov (D, D) of equal D; got {tuple(mu_a.shape)}, "
+                         f"{tuple(cov_a.shape)}, {tuple(mu_b.shape)}, {tuple(cov_b.shape)}")
     # 1. A^(1/2) from the eigendecomposition of the symmetric PSD matrix A
     evals, evecs = torch.linalg.eigh(cov_a)
     sqrt_a = evecs @ torch.diag(evals.clamp_min(0).sqrt()) @ evecs.T  # (D, D)
@@ -149,10 +130,11 @@ def nearest_neighbour_distance(generated: Tensor, training: Tensor, return_index
     """RMS pixel distance from each generated image (N, 3, H, W) to its nearest training image (M, 3, H, W):
     (N,), plus the neighbours' indices (N,) with ``return_index``. A memorised image sits at ~0
     (Carlini et al. 2023 look for near-copies the same way)."""
-    _check_images(generated, "generated", (1, 3))
-    _check_images(training, "training", (1, 3))
+    check_images(generated, "generated", (1, 3))
+    check_images(training, "training", (1, 3))
     if generated.shape[1:] != training.shape[1:]:
-        raise ValueError(f"generated {tuple(generated.shape[1:])} and training {tuple(training.shape[1:])} images differ in size")
+        raise ValueError(f"generated {tuple(generated.shape[1:])} and training {tuple(training.shape[1:])} "
+                         "images differ in size")
     train_flat = training.float().flatten(1)  # (M, D)
     dists, index = [], []
     for chunk in generated.float().flatten(1).split(batch_size):  # (b, D)
@@ -162,21 +144,23 @@ def nearest_neighbour_distance(generated: Tensor, training: Tensor, return_index
     return (torch.cat(dists), torch.cat(index)) if return_index else torch.cat(dists)
 
 
-def generate(pipe: Any, prompts: Sequence[str], seeds: Optional[Sequence[int]] = None, **sample_kwargs: Any) -> Tensor:
+def generate(pipe: Any, prompts: Sequence[str], seeds: Sequence[int] | None = None,
+             **sample_kwargs: Any) -> Tensor:
     """Images (N, 3, H, W) from a ``pipeline.Pipeline``, ``GENERATE_BATCH`` prompts per call; seed i
     defaults to i. Batching does not change any image (one generator per image)."""
     seeds = list(range(len(prompts))) if seeds is None else list(seeds)
     if len(seeds) != len(prompts):
         raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; pass one seed per prompt")
-    chunks = [pipe(list(prompts[i:i + GENERATE_BATCH]), seeds=seeds[i:i + GENERATE_BATCH], **sample_kwargs).cpu()
-              for i in range(0, len(prompts), GENERATE_BATCH)]
-    return torch.cat(chunks)
+    return torch.cat([pipe(list(prompts[i:i + GENERATE_BATCH]), seeds=seeds[i:i + GENERATE_BATCH],
+                           **sample_kwargs).cpu() for i in range(0, len(prompts), GENERATE_BATCH)])
 
 
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], header: bool = True, width: int = 0) -> str:
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], header: bool = True,
+                 width: int = 0) -> str:
     """A plain-text table, one row per dict; floats printed with 3 decimals; every column at least
     ``width`` wide (so rows printed one at a time with ``header=False`` line up)."""
-    cells = [[f"{r.get(c):.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns] for r in rows]
+    cells = [[f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns]
+             for r in rows]
     widths = [max(width, len(c), *(len(row[j]) for row in cells)) for j, c in enumerate(columns)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))] if header else []
     lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
@@ -190,16 +174,19 @@ def evaluate_judge_cli(n: int = 2000) -> dict[str, Any]:
     real = evaluate_judge(judge, n)
     prompts = eval_prompts()
     ceiling = adherence(judge, render([parse_caption(p) for p in prompts], judge.config.resolution), prompts)
-    rows = [{"images": f"{n} real (1-4 objects)", **real}, {"images": f"{EVAL_PROMPTS} eval prompts, rendered", **ceiling}]
+    rows = [{"images": f"{n} real (1-4 objects)", **real},
+            {"images": f"{EVAL_PROMPTS} eval prompts, rendered", **ceiling}]
     print("judge accuracy on real shapes images")
     print(format_table(rows, ["images", *real]))
     worst = min(v for r in (real, ceiling) for k, v in r.items() if not math.isnan(v))
-    print(f"lowest: {worst:.4f} ({'meets' if worst >= JUDGE_TARGET else 'BELOW'} the {JUDGE_TARGET:.0%} target)")
+    verdict = "meets" if worst >= JUDGE_TARGET else "BELOW"
+    print(f"lowest: {worst:.4f} ({verdict} the {JUDGE_TARGET:.0%} target)")
     return {"judge_real": real, "judge_eval_prompts_rendered": ceiling, "judge_ok": worst >= JUDGE_TARGET}
 
 
-def evaluate_pipeline_cli(weights: Optional[str | Path] = None, n_prompts: int = EVAL_PROMPTS, steps: int = 20,
-                          guidance_scale: float = 3.0, sampler: str = "dpmpp_2m", device: str = "auto") -> dict[str, Any]:
+def evaluate_pipeline_cli(weights: str | Path | None = None, n_prompts: int = EVAL_PROMPTS, steps: int = 20,
+                          guidance_scale: float = 3.0, sampler: str = "dpmpp_2m",
+                          device: str = "auto") -> dict[str, Any]:
     """Generate one image per evaluation prompt (seed = index) and print per-attribute adherence + "all".
 
     ``weights``: a training run's folder, or None for the shipped pipeline.
@@ -212,17 +199,19 @@ def evaluate_pipeline_cli(weights: Optional[str | Path] = None, n_prompts: int =
     images = generate(pipe, prompts, steps=steps, sampler=sampler, guidance_scale=guidance_scale)
     seconds = time.perf_counter() - start
     scores = {k: v for k, v in prompt_adherence(images, prompts).items() if not math.isnan(v)}  # named ones
-    settings = {"weights": str(weights or "shipped"), "prompts": n_prompts, "steps": steps, "sampler": sampler,
-                "guidance_scale": guidance_scale, "device": str(pipe.device), "seconds": round(seconds, 2)}
+    settings = {"weights": str(weights or "shipped"), "prompts": n_prompts, "steps": steps,
+                "sampler": sampler, "guidance_scale": guidance_scale, "device": str(pipe.device),
+                "seconds": round(seconds, 2)}
     print(f"\nprompt adherence of {settings['weights']} on {n_prompts} evaluation prompts "
           f"({steps} {sampler} steps, guidance {guidance_scale}, {seconds:.1f} s on {pipe.device})")
     print(format_table([scores], list(scores)))
     return {"adherence": scores, "settings": settings}
 
 
-def _check_images(images: Tensor, name: str, channels: tuple[int, ...] = (3,)) -> None:
+def check_images(images: Tensor, name: str, channels: tuple[int, ...] = (3,)) -> None:
     if images.ndim != 4 or images.shape[1] not in channels:
-        raise ValueError(f"{name} must be (N, C, H, W) images in [-1, 1] with C in {channels}; got shape {tuple(images.shape)}")
+        raise ValueError(f"{name} must be (N, C, H, W) images in [-1, 1] with C in {channels}; "
+                         f"got shape {tuple(images.shape)}")
 
 
 @torch.no_grad()
@@ -236,15 +225,15 @@ def memorisation(generated: Tensor, training: Tensor, held_out: Tensor) -> dict[
 
 
 def evaluate_data_run_cli(weights: str | Path, per_label: int = EVAL_PROMPTS // 10, steps: int = 20,
-                          guidance_scale: float = 3.0, sampler: str = "dpmpp_2m", device: str = "auto") -> dict[str, Any]:
+                          guidance_scale: float = 3.0, sampler: str = "dpmpp_2m",
+                          device: str = "auto") -> dict[str, Any]:
     """``eval --weights RUN`` for a run trained on stored data: labelled data gets label adherence (the
     share of images the run's judge reads as the prompted label), every run a Frechet distance against
     held-out real images beside the real-vs-real floor, and memorisation."""
-    from minidiff.judge import load_any_judge, predict_labels
+    from minidiff.label_judge import load_any_judge, predict_labels
     from minidiff.pipeline import load_pipeline
-    from minidiff.runs import run_config
+    from minidiff.runs import make_source, run_config
     from minidiff.text import load_clip
-    from minidiff.runs import make_source
 
     config = run_config(weights)
     source = make_source(config)
@@ -264,7 +253,7 @@ def evaluate_data_run_cli(weights: str | Path, per_label: int = EVAL_PROMPTS // 
     train = source.pixels(source.train_index)
     real = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:len(images)]]
     with torch.no_grad():
-        feats = {name: features(x.float()).cpu() for name, x in (("gen", images), ("held", held), ("real", real))}
+        feats = {k: features(x.float()).cpu() for k, x in (("gen", images), ("held", held), ("real", real))}
     row: dict[str, Any] = {}
     if labels is not None:
         read = predict_labels(judge, images)
@@ -273,120 +262,27 @@ def evaluate_data_run_cli(weights: str | Path, per_label: int = EVAL_PROMPTS // 
                frechet_real_floor=frechet_distance(feats["real"], feats["held"]),
                **memorisation(images.float(), train, held))
     what = "label adherence, " if labels is not None else "no labels: only "
-    print(f"\n{what}Frechet distance ({'judge' if labels is not None else 'CLIP image'} features, {len(held)} held-out "
-          f"real images) and memorisation of {weights} on {len(prompts)} prompts ({steps} {sampler} steps, guidance "
-          f"{guidance_scale}, {seconds:.1f} s)")
+    space = "judge" if labels is not None else "CLIP image"
+    print(f"\n{what}Frechet distance ({space} features, {len(held)} held-out real images) and memorisation "
+          f"of {weights} on {len(prompts)} prompts ({steps} {sampler} steps, guidance {guidance_scale}, "
+          f"{seconds:.1f} s)")
     print(format_table([row], list(row)))
     if labels is not None:
         per = [{"label": name, "adherence": (read[torch.tensor(labels) == k] == k).float().mean().item()}
                for k, name in enumerate(source.label_names)]
         print(format_table(per, ["label", "adherence"]))
         row["per_label"] = {r["label"]: r["adherence"] for r in per}
-    return {"data_run": row, "settings": {"weights": str(weights), "prompts": len(prompts), "steps": steps,
-                                          "sampler": sampler, "guidance_scale": guidance_scale, "seconds": round(seconds, 2)}}
-
-
-def compositional_prompts() -> dict[str, list[str]]:
-    """The fixed prompt set of the compositional benchmark, per GenEval category, in caption template 0:
-    "a circle", "a small circle" / "a circle and a square" / "three squares" / "a red circle" /
-    "a red circle to the left of a blue square" / "a red circle and a blue square" (colours must not swap)."""
-    def say(*objects: Object, relation: str | None = None) -> str:
-        return caption(Scene(None, objects, relation), 0)
-
-    rng, pairs = random.Random(COMPOSITIONAL_PROMPT_SEED), []
-    while len(pairs) < 2 * PAIRED_PROMPTS:  # distinct (shapes, colours) pairs
-        pair = (tuple(rng.sample(SHAPES, 2)), tuple(rng.sample(COLOURS, 2)))
-        pairs += [pair] if pair not in pairs else []
-    return {
-        "single_object": [say(Object(s, size=z)) for z in (None, *SIZES) for s in SHAPES],
-        "two_objects": [say(Object(a), Object(b)) for a, b in itertools.permutations(SHAPES, 2)],
-        "counting": [say(*[Object(s)] * n) for n in range(2, len(NUMBERS) + 1) for s in SHAPES],
-        "colours": [say(Object(s, c)) for c in COLOURS for s in SHAPES],
-        "position": [say(Object(a, x), Object(b, y), relation=RELATIONS[i % len(RELATIONS)])
-                     for i, ((a, b), (x, y)) in enumerate(pairs[:PAIRED_PROMPTS])],
-        "attribute_binding": [say(Object(a, x), Object(b, y)) for (a, b), (x, y) in pairs[PAIRED_PROMPTS:]],
-    }
-
-
-def realise(want: Scene, generator: torch.Generator) -> Scene:
-    """A complete valid scene that shows exactly what ``want`` (a parsed prompt) names; what it leaves out
-    is drawn uniformly, once for identical objects. Its renders are the benchmark's perfect "model"."""
-    rng = random.Random(int(torch.randint(2**62, (1,), generator=generator)))
-    colours = {o.colour for o in want.objects}
-    for _ in range(MAX_TRIES):
-        background = want.background or rng.choice([b for b in BACKGROUNDS if b not in colours])
-        taken = {o.position for o in want.objects}
-        free = rng.sample([p for p in POSITIONS if p not in taken], len(want.objects))
-        fill = {o: [getattr(o, f) or rng.choice(ATTRIBUTES[f]) for f in FIELDS[:3]] for o in want.objects}
-        objects = [Object(*fill[o], o.position or free.pop()) for o in want.objects]  # identical stay identical
-        related = want.relation is None or relation_holds(want.relation, *(o.position for o in objects))
-        if related and not breaks_rules(objects, background):
-            return Scene(background, tuple(objects))
-    raise ValueError(f"no valid scene shows {want}; objects may not fit in the image together")
-
-
-def real_renders(prompts: Sequence[str], seeds: Sequence[int], resolution: int = 32) -> Tensor:
-    """The perfect model: images (N, 3, H, W) of ``realise``d scenes, one per (prompt, seed)."""
-    gens = (torch.Generator().manual_seed(seed * PROMPT_STRIDE + i) for i, seed in enumerate(seeds))
-    return render([realise(parse_caption(p), g) for p, g in zip(prompts, gens)], resolution)
-
-
-def compositional_benchmark(make_images: Callable[[list[str], list[int]], Tensor],
-                            judge: Optional[Judge] = None, seeds: int = COMPOSITIONAL_SEEDS) -> dict[str, Any]:
-    """GenEval's protocol on shapes (Ghosh et al. 2023): ``seeds`` images per prompt of
-    ``compositional_prompts``; an image counts only when the judge finds everything its prompt names right,
-    the object count included. ``make_images(prompts, seeds)`` -> (N, 3, H, W) is the model under test.
-    Returns {"categories": {category: share of images right}, "overall": mean over the six}."""
-    judge = judge if judge is not None else load_judge()
-    scores = {}
-    for category, prompts in compositional_prompts().items():
-        asked = [p for p in prompts for _ in range(seeds)]
-        images = make_images(asked, [k for _ in prompts for k in range(seeds)])  # (N, 3, H, W)
-        _check_images(images, "make_images(...)")
-        got = predict_scenes(judge, images.float().cpu())
-        right = [all_right(score_scene(parse_caption(p), g)) for p, g in zip(asked, got)]
-        scores[category] = sum(right) / len(right)
-    return {"categories": scores, "overall": sum(scores.values()) / len(scores)}
-
-
-def evaluate_compositional_cli(weights: Optional[str | Path] = None, steps: int = 20, guidance_scale: float = 3.0,
-                               sampler: str = "dpmpp_2m", device: str = "auto",
-                               json_path: Optional[str] = None) -> dict[str, Any]:
-    """``eval --suite compositional``: the judge on real renders (>= 500 per category: the ceiling), then the
-    pipeline on the benchmark; prints both as a table and writes the pipeline's result to ``json_path``."""
-    from minidiff.pipeline import load_pipeline
-
-    judge = load_judge()
-    n_prompts = {c: len(p) for c, p in compositional_prompts().items()}
-    seeds = math.ceil(JUDGE_IMAGES_PER_CATEGORY / min(n_prompts.values()))
-    ceiling = compositional_benchmark(real_renders, judge, seeds=seeds)
-    pipe = load_pipeline(weights, device=device)
-    start = time.perf_counter()
-    result = compositional_benchmark(lambda p, s: generate(pipe, p, s, steps=steps, sampler=sampler,
-                                                           guidance_scale=guidance_scale), judge)
-    seconds = time.perf_counter() - start
-    rows = [{"category": c, "prompts": n_prompts[c], "images": n_prompts[c] * COMPOSITIONAL_SEEDS,
-             "model": result["categories"][c], "real renders": ceiling["categories"][c]} for c in CATEGORIES]
-    rows.append({"category": "overall", "model": result["overall"], "real renders": ceiling["overall"]})
-    print(f"\ncompositional benchmark of {weights or 'shipped'} ({steps} {sampler} steps, guidance "
-          f"{guidance_scale}, {seconds:.1f} s on {pipe.device})\nan image counts only when everything its prompt "
-          "names is right, the object count included")
-    print(format_table(rows, ["category", "prompts", "images", "model", "real renders"]))
-    result["settings"] = {"weights": str(weights or "shipped"), "steps": steps, "sampler": sampler,
-                          "guidance_scale": guidance_scale, "seconds": round(seconds, 2)}
-    result["judge_real_renders"] = ceiling
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2))
-    return result
+    settings = {"weights": str(weights), "prompts": len(prompts), "steps": steps, "sampler": sampler,
+                "guidance_scale": guidance_scale, "seconds": round(seconds, 2)}
+    return {"data_run": row, "settings": settings}
 
 
 @torch.no_grad()
 def padding_attention_share(pipe: Any, prompt: str, seed: int = 0, steps: int = 20,
                             guidance_scale: float = 3.0) -> float:
-    """Share of the image queries' cross-attention that lands on <pad> tokens while ``pipe`` draws ``prompt``:
-    the attention weights (B, heads, N, L) of the prompt's branch, summed over pad keys and averaged over
-    queries, heads, levels and steps. 0 when padding is masked (``UNetConfig.mask_padding``)."""
+    """Share of the image queries' cross-attention that lands on <pad> tokens while ``pipe`` draws
+    ``prompt``: the attention weights (B, heads, N, L) of the prompt's branch, summed over pad keys and
+    averaged over queries, heads, levels and steps. 0 when padding is masked (``UNetConfig.mask_padding``)."""
     from minidiff.text import PAD_ID
 
     pad = pipe.tokenizer.encode([prompt], pipe.text_encoder.config.max_len)[0] == PAD_ID  # (L,)

@@ -165,16 +165,8 @@ def run_config(folder: str | Path) -> TrainConfig | None:
 
 def _train_judge(config: TrainConfig, source: Any, out: Path, device: str, progress: bool,
                  resume: bool) -> dict[str, float]:
-    from minidiff.judge import (
-        JUDGE_PRESET,
-        JudgeConfig,
-        evaluate_judge,
-        judge_stage,
-        label_judge_stage,
-        predict_labels,
-        save_judge,
-        save_label_judge,
-    )
+    from minidiff.judge import JUDGE_PRESET, JudgeConfig, evaluate_judge, judge_stage, save_judge
+    from minidiff.label_judge import label_judge_stage, predict_labels, save_label_judge
 
     shapes = source.kind == "shapes"
     stage = (judge_stage(JudgeConfig.from_preset(JUDGE_PRESET), config.judge_steps, seed=config.seed)
@@ -217,7 +209,8 @@ def _train_text(config: TrainConfig, source: Any, out: Path, device: str, progre
 
 def _vae_score(vae: Any, source: Any, out: Path) -> tuple[float, float, str]:
     """(score, bar scale, what): how well the run's judge reads back held-out reconstructions."""
-    from minidiff.judge import load_any_judge, load_judge, predict_labels
+    from minidiff.judge import load_judge
+    from minidiff.label_judge import load_any_judge, predict_labels
     from minidiff.metrics import prompt_adherence
     from minidiff.vae import from_latent, to_latent
 

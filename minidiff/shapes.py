@@ -16,11 +16,12 @@ import dataclasses
 import difflib
 import itertools
 import random
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
+
+from minidiff.words import split_words  # also importable from here, as before
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -47,10 +48,9 @@ MAX_TRIES = 1000  # rejection rounds before a config is declared impossible
 NO_ARTICLE, COLOUR_LAST = 1, 3  # templates whose objects read "large red circle", "a large circle in red"
 WHERE_PHRASES = ("at the {where}", ", {where}", "in the {where}", "at the {where}", "sits at the {where}")
 CORNERS = ("top left", "top right", "bottom left", "bottom right")  # template 2 says "in the top left corner"
-WORD_PATTERN = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*|[^\s\w]|_")  # words (any alphabet), or one symbol
-DROPPED = "."  # full stops carry no meaning in a caption and are dropped; commas are tokens
-SCENE_PHRASES = ("{objects} on a {bg} background", "{objects}, {bg} background", "a {bg} background with {objects}",
-                 "{objects}, {bg} background", "on a {bg} background, {objects}")
+SCENE_PHRASES = ("{objects} on a {bg} background", "{objects}, {bg} background",
+                 "a {bg} background with {objects}", "{objects}, {bg} background",
+                 "on a {bg} background, {objects}")
 TEMPLATES = len(SCENE_PHRASES)  # number of caption wordings; caption(scene, k) for k in range(TEMPLATES)
 FILLER_WORDS = ("a", "an", "at", "the", "on", "background", "with", "in", "corner", "sits", "and", ",")
 
@@ -91,8 +91,8 @@ class Scene:
 
     def __post_init__(self) -> None:
         _check_word("background", self.background)
-        slot = {p: i for i, p in enumerate(POSITIONS)}
-        object.__setattr__(self, "objects", tuple(sorted(self.objects, key=lambda o: slot.get(o.position, 9))))
+        by_slot = sorted(self.objects, key=lambda o: POSITIONS.index(o.position) if o.position else 9)
+        object.__setattr__(self, "objects", tuple(by_slot))
         placed = [o.position for o in self.objects if o.position is not None]
         if len(set(placed)) < len(placed):
             raise ValueError(f"two objects of {self.objects} share a position; a slot holds at most one")
@@ -138,8 +138,8 @@ class ShapesConfig:
     def __post_init__(self) -> None:
         _check_resolution(self.resolution)
         if self.max_objects not in (1, 2, 3, 4) or not 0 <= self.p_two <= 1 or not 0 <= self.p_omit <= 1:
-            raise ValueError(f"max_objects={self.max_objects!r}, p_two={self.p_two!r}, p_omit={self.p_omit!r}:"
-                             "use max_objects in 1..4 and p_two, p_omit in [0, 1]")
+            raise ValueError(f"max_objects={self.max_objects!r}, p_two={self.p_two!r}, "
+                             f"p_omit={self.p_omit!r}: use max_objects in 1..4 and p_two, p_omit in [0, 1]")
         kinds = KIND_WEIGHTS if self.kinds is None else self.kinds
         if any(k not in KINDS or w < 0 for k, w in kinds.items()) or sum(kinds.values()) <= 0:
             raise ValueError(f"kinds={self.kinds!r}: use weights >= 0 (not all 0) for kinds from {KINDS}")
@@ -258,8 +258,7 @@ def render(scenes: Sequence[Scene], resolution: int) -> torch.Tensor:
             idx = (shape == j).nonzero().squeeze(1)  # (M,)
             if len(idx):
                 dx, dy = (pixels - cx[idx]).unsqueeze(1), (pixels - cy[idx]).unsqueeze(2)  # (M,1,W), (M,H,1)
-                d = _signed_distance(name, dx, dy, h[idx])  # (M, H, W) in pixels
-                alpha[idx] = d.neg_().add_(0.5).clamp_(0, 1)
+                alpha[idx] = _signed_distance(name, dx, dy, h[idx]).neg_().add_(0.5).clamp_(0, 1)  # (M, H, W)
         img = torch.lerp(img, colour, alpha.unsqueeze(1))  # (N, 3, H, W)
     return img.expand(n, 3, r, r).contiguous()
 
@@ -275,7 +274,8 @@ def describe(scene: Scene, p_omit: float, generator: torch.Generator) -> Scene:
     for o in scene.objects:
         keep.setdefault((o.shape, o.colour, o.size), (rng.random() >= p_omit, rng.random() >= p_omit))
     flags = [keep[o.shape, o.colour, o.size] for o in scene.objects]
-    named = [Object(o.shape, o.colour if c else None, o.size if z else None) for o, (c, z) in zip(scene.objects, flags)]
+    named = [Object(o.shape, o.colour if c else None, o.size if z else None)
+             for o, (c, z) in zip(scene.objects, flags)]
     background = scene.background if rng.random() >= p_omit else None
     if scene.kind == "relation":
         order = rng.sample((0, 1), 2)
@@ -309,22 +309,16 @@ def caption(scene: Scene, template: int) -> str:
     if scene.relation is not None:
         objects = f" {scene.relation} ".join(_phrase(o, 1, template) for o in scene.objects)
     else:
-        objects = " and ".join(_phrase(o, len(list(g)), template) for o, g in itertools.groupby(scene.objects))
-    return SCENE_PHRASES[template].format(objects=objects, bg=scene.background) if scene.background else objects
+        groups = itertools.groupby(scene.objects)
+        objects = " and ".join(_phrase(o, len(list(g)), template) for o, g in groups)
+    wording = SCENE_PHRASES[template] if scene.background else "{objects}"
+    return wording.format(objects=objects, bg=scene.background)
 
 
 def captions_for(scenes: Sequence[Scene], generator: torch.Generator, p_omit: float = 0.3) -> list[str]:
     """One caption per scene: ``describe`` it, then write it in a template drawn uniformly."""
     templates = torch.randint(TEMPLATES, (len(scenes),), generator=generator).tolist()
     return [caption(describe(s, p_omit, generator), k) for s, k in zip(scenes, templates)]
-
-
-def split_words(text: str) -> list[str]:
-    """Lower-case ``text`` and split it into words; commas are tokens, full stops are dropped.
-
-    The one definition of a word: the caption parser and the text tokenizer both use it.
-    """
-    return [w for w in WORD_PATTERN.findall(text.lower()) if w not in DROPPED]
 
 
 def vocabulary() -> list[str]:

@@ -83,8 +83,7 @@ class Tokenizer:
     def _id(self, word: str, prompt: str) -> int:
         if word not in self.ids:
             words = self.tokens[len(SPECIALS):]
-            close = difflib.get_close_matches(word, words, n=CLOSE_MATCHES)
-            # a typo; "pink" or "tiny" match nothing useful
+            close = difflib.get_close_matches(word, words, n=CLOSE_MATCHES)  # none for "pink" or "tiny"
             hint = f"closest known words: {close}; " if close else ""
             raise ValueError(f"unknown word {word!r} in prompt {prompt!r}; {hint}every known word: "
                              f"{' '.join(words)}")
@@ -147,12 +146,9 @@ class CLIPConfig:
                    d.get("in_channels", 3))
 
 
-PRESETS = {
-    "cpu": CLIPConfig(TextEncoderConfig(dim=64, layers=2, heads=4), embed_dim=64,
-                      image_channels=(32, 64, 128)),
-    "gpu": CLIPConfig(TextEncoderConfig(dim=128, layers=4, heads=4), embed_dim=128,
-                      image_channels=(64, 128, 256)),
-}
+PRESETS = {"cpu": CLIPConfig(),  # the defaults above
+           "gpu": CLIPConfig(TextEncoderConfig(dim=128, layers=4), embed_dim=128,
+                             image_channels=(64, 128, 256))}
 
 
 class TransformerBlock(nn.Module):
@@ -186,8 +182,7 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.dim)
-        # (L_max, D)
-        self.position_embedding = nn.Parameter(INIT_STD * torch.randn(config.max_len, config.dim))
+        self.position_embedding = nn.Parameter(INIT_STD * torch.randn(config.max_len, config.dim))  # (L, D)
         nn.init.normal_(self.token_embedding.weight, std=INIT_STD)
         self.blocks = nn.ModuleList(TransformerBlock(config.dim, config.heads, config.mlp_ratio)
                                     for _ in range(config.layers))
@@ -223,13 +218,11 @@ class ImageEncoder(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """images (B, C, H, W) in [-1, 1] -> (B, embed_dim)."""
-        h = rearrange(self.features(images), "b c h w -> b (c h w)")  # (B, C * 16)
-        return self.head(h)  # (B, E)
+        return self.head(rearrange(self.features(images), "b c h w -> b (c h w)"))  # (B, C * 16) -> (B, E)
 
 
 class TinyCLIP(nn.Module):
-    """Text encoder + image encoder + projections into one space (Radford et al. 2021);
-    ``.tokenizer`` is its tokenizer."""
+    """Text encoder + image encoder + projections into one space (Radford et al. 2021), and its tokenizer."""
 
     def __init__(self, config: CLIPConfig, tokenizer: Tokenizer):
         super().__init__()
@@ -312,10 +305,10 @@ def clip_stage(config: CLIPConfig | str, source: Any, steps: int, batch_size: in
     """The text stage for the one training loop: a TinyCLIP, its clip_loss, and source batches.
 
     The tokenizer's vocabulary is every word of the source's captions. Batch at step s is
-    ``source.batch(batch_size, seed * 1_000_003 + s)``; pairs that describe the same thing are all
-    positives (``source.same``).
+    ``source.batch(batch_size, training.step_seed(seed, s, rank))``; pairs that describe the same thing
+    are all positives (``source.same``).
     """
-    from minidiff.training import SEED_STRIDE, Stage
+    from minidiff.training import Stage, step_seed
 
     config = CLIPConfig.from_preset(config) if isinstance(config, str) else config
     tokenizer = Tokenizer(source.vocabulary())
@@ -325,7 +318,7 @@ def clip_stage(config: CLIPConfig | str, source: Any, steps: int, batch_size: in
     clip = TinyCLIP(config, tokenizer)
 
     def batch(step: int, rank: int) -> tuple[Tensor, Tensor, Tensor]:
-        images, captions = source.batch(batch_size, (seed * SEED_STRIDE + step) * 64 + rank)
+        images, captions = source.batch(batch_size, step_seed(seed, step, rank))
         tokens = tokenizer.encode(captions, config.text.max_len)  # (B, L)
         tokens = tokens[:, : int((tokens != PAD_ID).sum(1).max())]  # (B, L'): drop all-pad columns
         return images, tokens, source.same(captions)
@@ -397,8 +390,8 @@ def load_text_encoder(path: str | Path) -> tuple[TextEncoder, Tokenizer]:
 @torch.no_grad()
 def encode_prompts(encoder: TextEncoder, tokenizer: Tokenizer, prompts: list[str],
                    device: str | torch.device | None = None) -> Tensor:
-    """Prompts -> frozen per-token embeddings ``cond`` (B, max_len, D); "" gives ``uncond``. Moves encoder to
-    device.
+    """Prompts -> frozen per-token embeddings ``cond`` (B, max_len, D); "" gives ``uncond``. Moves the
+    encoder to ``device``.
 
     Rows of <pad> tokens are zero, which is how the U-Net's cross-attention tells padding from words.
     """

@@ -204,7 +204,7 @@ def train_toy(
     and the first sampling step magnifies its error about 600-fold (Lin et al. 2024); use
     prediction_type="v" there.
     """
-    from minidiff.training import Stage, diffusion_loss, fit
+    from minidiff.training import Stage, diffusion_loss, fit, step_seed
 
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps={steps} and batch_size={batch_size} must both be >= 1")
@@ -215,7 +215,7 @@ def train_toy(
 
     def batch(step: int, rank: int) -> tuple[Tensor, Tensor, Tensor]:
         # a clean batch, a timestep and noise per point (Ho et al. 2020, algorithm 1)
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        generator = torch.Generator().manual_seed(step_seed(seed, step))
         x0 = points(batch_size, generator)  # (B, 2)
         t = torch.randint(0, schedule.T, (batch_size,), generator=generator)  # (B,)
         return x0, t, torch.randn(x0.shape, generator=generator)  # noise (B, 2)

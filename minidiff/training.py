@@ -52,6 +52,13 @@ MIN_LR_SHARE = 0.1  # the cosine decays to 10% of the peak learning rate
 SEED_STRIDE = 1_000_003  # a prime: step s of seed k draws data with seed k * SEED_STRIDE + s
 
 
+def step_seed(seed: int, step: int, rank: int | None = None) -> int:
+    """The seed of step ``step`` of a run seeded ``seed``: ``seed * SEED_STRIDE + step``; with a ``rank``,
+    ``that * 64 + rank``, so each of up to 64 ranks draws its own batch. Resume sees the same seeds."""
+    base = seed * SEED_STRIDE + step
+    return base if rank is None else base * 64 + rank
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or exploded; the message names the last healthy checkpoint, if any."""
 
@@ -177,7 +184,7 @@ def fit(stage: Stage, out: Path | None = None, checkpoint_every: int = 0, resume
     model.train()
     while step < stage.steps:
         batch = stage.batch(step, rank)
-        torch.manual_seed(stage.seed * SEED_STRIDE + step)  # dropout masks, also reproducible on resume
+        torch.manual_seed(step_seed(stage.seed, step))  # dropout masks, also reproducible on resume
         for group in opt.param_groups:
             group["lr"] = lr_at(stage, step)
         with autocast:
@@ -273,7 +280,7 @@ def unet_stage(config: TrainConfig, source: Any, text_encoder: nn.Module, tokeni
     vae = vae.to(device).eval() if vae is not None else None
 
     def batch(step: int, rank: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        data_seed = (config.seed * SEED_STRIDE + step) * 64 + rank
+        data_seed = step_seed(config.seed, step, rank)
         images, captions = source.batch(config.batch_size, data_seed)  # (B, C, H, W), B captions
         g = torch.Generator().manual_seed(data_seed)
         # 1. classifier-free guidance dropout: some captions become the empty prompt (Ho & Salimans 2022)

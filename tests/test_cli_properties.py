@@ -44,12 +44,9 @@ def outcome(argv: list[str], capsys) -> tuple[int, str]:
     return rc, err
 
 
-@SETTINGS
-@given(prompt=PROMPTS, steps=INTS, guidance=FLOATS, height=INTS, width=INTS, scale=INTS, num=INTS, seed=INTS)
-def test_sample_exits_0_or_refuses_in_one_line(
-    tmp_path, capsys, prompt, steps, guidance, height, width, scale, num, seed
-):
-    argv = [
+def sample_argv(out: Path, prompt: str, steps, guidance, height, width, scale, num, seed) -> list[str]:
+    """``sample PROMPT --dry-run --out OUT`` with every number given."""
+    return [
         "sample",
         prompt,
         "--steps",
@@ -62,8 +59,16 @@ def test_sample_exits_0_or_refuses_in_one_line(
         f"--seed={seed}",
         "--dry-run",
         "--out",
-        str(tmp_path / "grid.png"),
+        str(out),
     ]
+
+
+@SETTINGS
+@given(prompt=PROMPTS, steps=INTS, guidance=FLOATS, height=INTS, width=INTS, scale=INTS, num=INTS, seed=INTS)
+def test_sample_exits_0_or_refuses_in_one_line(
+    tmp_path, capsys, prompt, steps, guidance, height, width, scale, num, seed
+):
+    argv = sample_argv(tmp_path / "grid.png", prompt, steps, guidance, height, width, scale, num, seed)
     rc, err = outcome(argv, capsys)
     if rc == 0:  # accepted only when every number is inside its documented range
         assert 1 <= steps <= 1000 and 0 <= guidance <= cli.MAX_GUIDANCE and 1 <= num <= cli.MAX_NUM_IMAGES
@@ -144,19 +149,5 @@ VALID_PROMPTS = st.sampled_from(
 def test_sample_accepts_every_setting_inside_the_limits(
     tmp_path, capsys, prompt, steps, guidance, side, num, seed, scale
 ):
-    argv = [
-        "sample",
-        prompt,
-        "--steps",
-        str(steps),
-        f"--guidance={guidance!r}",
-        f"--height={side}",
-        f"--width={side}",
-        f"--scale={scale}",
-        f"--num-images={num}",
-        f"--seed={seed}",
-        "--dry-run",
-        "--out",
-        str(tmp_path / "grid.png"),
-    ]
+    argv = sample_argv(tmp_path / "grid.png", prompt, steps, guidance, side, side, scale, num, seed)
     assert outcome(argv, capsys)[0] == 0

@@ -9,11 +9,33 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from minidiff.shapes import (BACKGROUNDS, HALF_EXTENT, KIND_WEIGHTS, KINDS, RELATIONS, RGB, SHAPES, TEMPLATES,
-                             Object, Scene, ShapesConfig, caption, captions_for, describe, fits, make_shapes,
-                             parse_caption, relation_holds, render, sample_scenes, split_words, vocabulary)
+from minidiff.shapes import (
+    BACKGROUNDS,
+    HALF_EXTENT,
+    KIND_WEIGHTS,
+    KINDS,
+    RELATIONS,
+    RGB,
+    SHAPES,
+    TEMPLATES,
+    Object,
+    Scene,
+    ShapesConfig,
+    caption,
+    captions_for,
+    describe,
+    fits,
+    make_shapes,
+    parse_caption,
+    relation_holds,
+    render,
+    sample_scenes,
+    split_words,
+    vocabulary,
+)
 
 
 def scenes(n: int, seed: int = 0, **kwargs) -> list[Scene]:
@@ -53,10 +75,12 @@ def test_example_prompts_parse():
     left = Scene("white", (Object("circle", "red"), Object("square", "blue")), "to the left of")
     assert parse_caption("a red circle to the left of a blue square on a white background") == left
     assert caption(left, 0) == "a red circle to the left of a blue square on a white background"
-    assert caption(Scene(None, (Object("circle", "orange"), Object("square"))), 0) == "an orange circle and a square"
+    orange = Scene(None, (Object("circle", "orange"), Object("square")))
+    assert caption(orange, 0) == "an orange circle and a square"
     two = parse_caption("a small red circle and a large blue square on a white background")
     assert two == Scene("white", (Object("circle", "red", "small"), Object("square", "blue", "large")))
-    edge = parse_caption("a small blue diamond at the top center and a small yellow square at the center right")
+    edge = parse_caption("a small blue diamond at the top center and a small yellow square at the center "
+                         "right")
     assert [o.position for o in edge.objects] == ["top center", "center right"]
 
 
@@ -79,8 +103,8 @@ def test_split_words_keeps_commas_as_tokens():
 
 def test_captions_for_draws_every_template_deterministically():
     s = scenes(400, kinds={"position": 1.0})
-    a, b = captions_for(s, torch.Generator().manual_seed(5)), captions_for(s, torch.Generator().manual_seed(5))
-    assert a == b
+    a = captions_for(s, torch.Generator().manual_seed(5))
+    assert a == captions_for(s, torch.Generator().manual_seed(5))
     used = {k for scene, text in zip(s, a) for k in range(TEMPLATES) if caption(scene, k) == text}
     assert used == set(range(TEMPLATES))
 
@@ -108,10 +132,11 @@ def test_unknown_word_is_named(text, word):
 
 @pytest.mark.parametrize("text, says", [
     ("a red blue circle", "two colours"), ("a red at the top left", "shape"), ("a circle at the top", "half"),
-    ("red background", "background"), ("two circle", "plural"), ("circles", "plural"), ("two three circles", "numbers"),
-    ("two circles at the center", "one position"), ("a circle to the left of", "relation"),
-    ("a circle to the left of a square and a diamond", "relation"), ("a circle above a square below a diamond", "relation"),
-    ("a circle at the top left to the left of a square", "relation"), ("a circle to the left a square", "half"),
+    ("red background", "background"), ("two circle", "plural"), ("circles", "plural"),
+    ("two three circles", "numbers"), ("two circles at the center", "one position"),
+    ("a circle to the left of", "relation"), ("a circle to the left of a square and a diamond", "relation"),
+    ("a circle above a square below a diamond", "relation"), ("a circle to the left a square", "half"),
+    ("a circle at the top left to the left of a square", "relation"),
     ("a circle at the center and a square at the center", "share a position")])
 def test_malformed_prompt_raises(text, says):
     with pytest.raises(ValueError, match=says):
@@ -125,7 +150,8 @@ def test_rules_hold_for_every_kind():
         n = len(s.objects)
         assert 1 <= n <= 4 and all(o.colour != s.background for o in s.objects) and s.complete
         assert len({o.position for o in s.objects}) == n
-        assert all(fits(a.position, a.size, b.position, b.size) for a, b in itertools.combinations(s.objects, 2))
+        pairs = itertools.combinations(s.objects, 2)
+        assert all(fits(a.position, a.size, b.position, b.size) for a, b in pairs)
         if s.kind == "position":
             assert n <= 2
         if s.kind == "count":
@@ -136,8 +162,10 @@ def test_rules_hold_for_every_kind():
 
 
 def test_relation_geometry_hand_cases():
-    assert relation_holds("to the left of", "top left", "top right") and relation_holds("above", "top center", "center")
-    assert relation_holds("below", "bottom right", "top right") and relation_holds("to the right of", "center", "center left")
+    assert relation_holds("to the left of", "top left", "top right")
+    assert relation_holds("above", "top center", "center")
+    assert relation_holds("below", "bottom right", "top right")
+    assert relation_holds("to the right of", "center", "center left")
     assert not relation_holds("to the left of", "top left", "bottom right")  # diagonal: no relation
     assert not relation_holds("above", "center", "center")
 
@@ -149,9 +177,10 @@ def test_objects_never_overlap(resolution, margin):
     for a, b in itertools.combinations(range(4), 2):
         pairs = [s for s in crowded if len(s.objects) > b]
         bg = render([Scene(s.background, ()) for s in pairs], resolution)  # (N, 3, H, W)
-        masks = [(render([Scene(s.background, (s.objects[k],)) for s in pairs], resolution) - bg).abs().sum(1) > 0
-                 for k in (a, b)]  # (N, H, W) each
-        grown = F.max_pool2d(masks[0].float().unsqueeze(1), 2 * margin + 1, stride=1, padding=margin).squeeze(1)
+        alone = [render([Scene(s.background, (s.objects[k],)) for s in pairs], resolution) for k in (a, b)]
+        masks = [(img - bg).abs().sum(1) > 0 for img in alone]  # (N, H, W) each
+        grown = F.max_pool2d(masks[0].float().unsqueeze(1), 2 * margin + 1, stride=1, padding=margin)
+        grown = grown.squeeze(1)
         assert (grown * masks[1]).sum() == 0
 
 
@@ -203,7 +232,7 @@ def test_determinism_by_seed():
 def test_render_hand_computed_pixels():
     big = Scene("blue", (Object("circle", "red", "large", "top left"),))
     img = render([big], 32)[0]  # (3, 32, 32)
-    assert torch.allclose(img[:, 8, 8], value("red"))  # pixel centre (8.5, 8.5) is 0.7 px from the circle centre
+    assert torch.allclose(img[:, 8, 8], value("red"))  # pixel centre (8.5, 8.5): 0.7 px from the circle's
     assert torch.allclose(img[:, 0, 0], value("blue")) and torch.allclose(img[:, 31, 31], value("blue"))
     # small square at the centre: half-extent 0.09 * 32 = 2.88 px, centre 16 px. Column 18 has its pixel
     # centre 2.5 px out, signed distance -0.38 px, coverage 0.5 + 0.38 = 0.88; column 19 is outside.
@@ -222,7 +251,8 @@ def test_render_shapes_symmetries_and_range():
     img = render(s, 48)  # (4, 3, 48, 48)
     assert img.shape == (4, 3, 48, 48) and img.dtype == torch.float32
     assert torch.allclose(img, img.flip(-1), atol=1e-5)  # every shape is mirror-symmetric left-right
-    circle, square, triangle, diamond = (img[i].ne(value("gray").reshape(3, 1, 1)).any(0).sum() for i in range(4))
+    gray = value("gray").reshape(3, 1, 1)
+    circle, square, triangle, diamond = (img[i].ne(gray).any(0).sum() for i in range(4))
     assert square > circle > diamond and square > triangle  # areas 4h^2 > pi h^2 > 2h^2
     x = make_shapes(200, ShapesConfig(resolution=16))[0]
     assert x.min() >= -1 and x.max() <= 1
@@ -236,14 +266,13 @@ def test_render_is_fast():
     assert time.perf_counter() - start < 2.0
 
 
-@pytest.mark.parametrize("kwargs, name", [({"resolution": 8}, "resolution"), ({"resolution": 100}, "resolution"),
-                                          ({"max_objects": 5}, "max_objects"), ({"p_two": 1.5}, "p_two"),
-                                          ({"p_omit": -0.1}, "p_omit"), ({"kinds": {"pairs": 1.0}}, "kinds"),
-                                          ({"kinds": {"count": 1.0}, "max_objects": 1}, "max_objects=1"),
-                                          ({"holdout": (("triangle", "pink"),)}, "holdout"),
-                                          ({"skew": {"texture": {"red": 1.0}}}, "skew"),
-                                          ({"skew": {"colour": {"pink": 1.0}}}, "colour"),
-                                          ({"backgrounds": ("pink",)}, "background")])
+@pytest.mark.parametrize("kwargs, name", [
+    ({"resolution": 8}, "resolution"), ({"resolution": 100}, "resolution"),
+    ({"max_objects": 5}, "max_objects"), ({"p_two": 1.5}, "p_two"), ({"p_omit": -0.1}, "p_omit"),
+    ({"kinds": {"pairs": 1.0}}, "kinds"), ({"kinds": {"count": 1.0}, "max_objects": 1}, "max_objects=1"),
+    ({"holdout": (("triangle", "pink"),)}, "holdout"),
+    ({"skew": {"texture": {"red": 1.0}}}, "skew"), ({"skew": {"colour": {"pink": 1.0}}}, "colour"),
+    ({"backgrounds": ("pink",)}, "background")])
 def test_bad_config_names_parameter(kwargs, name):
     with pytest.raises(ValueError, match=name):
         ShapesConfig(**kwargs)

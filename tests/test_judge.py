@@ -10,9 +10,25 @@ import shutil
 import pytest
 import torch
 
+from minidiff.judge import (
+    PRESETS,
+    SCORED,
+    WEIGHTS,
+    Judge,
+    JudgeConfig,
+    adherence,
+    all_right,
+    augment,
+    evaluate_judge,
+    judge_loss,
+    load_judge,
+    predict_scenes,
+    save_judge,
+    scene_targets,
+    score_scene,
+    train_judge,
+)
 from minidiff.shapes import Object, Scene, make_shapes, parse_caption, render
-from minidiff.judge import (PRESETS, SCORED, WEIGHTS, Judge, JudgeConfig, adherence, all_right, augment, evaluate_judge,
-                            judge_loss, load_judge, predict_scenes, save_judge, scene_targets, score_scene, train_judge)
 
 SCORES = (*SCORED, "all")
 
@@ -24,7 +40,7 @@ def judge() -> Judge:
 
 @pytest.fixture(scope="module")
 def real():
-    return make_shapes(400, seed=77)  # images (N, 3, 32, 32), captions, scenes of 1-4 objects; not the training stream
+    return make_shapes(400, seed=77)  # images (N, 3, 32, 32), captions, scenes of 1-4 objects; not training's
 
 
 def test_shipped_weights_are_small_and_describe_themselves():
@@ -61,7 +77,8 @@ def test_adherence_own_captions_vs_shuffled(judge, real):
     assert all(own[a] == 1.0 for a in SCORES), own
     shuffled = adherence(judge, images, captions[1:] + captions[:1])
     assert shuffled["all"] < 0.1
-    assert all(shuffled[a] < 0.7 for a in ("shape", "colour", "size", "position", "background", "count")), shuffled
+    named = ("shape", "colour", "size", "position", "background", "count")
+    assert all(shuffled[a] < 0.7 for a in named), shuffled
 
 
 def test_adherence_scores_only_what_the_prompt_names(judge):
@@ -78,10 +95,13 @@ def test_score_scene_hand_cases():
     want = Scene("black", (a, b))
     assert all(c == n for c, n in score_scene(want, want).values())
     half = score_scene(want, Scene("black", (a,)))  # b is missing: its four attributes are wrong
-    assert half["count"] == (0, 1) and half["shape"] == (1, 2) and half["position"] == (1, 2) and half["background"] == (1, 1)
-    moved = score_scene(Scene(None, (Object("circle", "red"),)), Scene("white", (b, a)))  # no position: any slot
+    assert half["count"] == (0, 1) and half["shape"] == (1, 2) and half["position"] == (1, 2)
+    assert half["background"] == (1, 1)
+    unplaced = Scene(None, (Object("circle", "red"),))  # names no position: any slot will do
+    moved = score_scene(unplaced, Scene("white", (b, a)))
     assert moved["shape"] == (1, 1) and moved["colour"] == (1, 1) and moved["background"] == (0, 0)
-    swapped = Scene("black", (Object("circle", "red", "large", "bottom right"), Object("square", "green", "small", "top left")))
+    swapped = Scene("black", (Object("circle", "red", "large", "bottom right"),
+                              Object("square", "green", "small", "top left")))
     assert score_scene(want, swapped)["position"] == (0, 2)
 
 
@@ -93,21 +113,25 @@ def test_score_scene_counts_and_relations():
     assert score_scene(three, at("top left", "center"))["count"] == (0, 1)
     assert not all_right(score_scene(three, at("top left", "center", "bottom right", "top right")))
     left = parse_caption("a red circle to the left of a blue square")
-    red, blue = Object("circle", "red", "small", "center left"), Object("square", "blue", "large", "center right")
+    red = Object("circle", "red", "small", "center left")
+    blue = Object("square", "blue", "large", "center right")
     assert all_right(score_scene(left, Scene("black", (red, blue))))
-    flipped = Scene("black", (dataclasses.replace(red, position="center right"), dataclasses.replace(blue, position="center left")))
+    flipped = Scene("black", (dataclasses.replace(red, position="center right"),
+                              dataclasses.replace(blue, position="center left")))
     assert score_scene(left, flipped)["relation"] == (0, 1) and score_scene(left, flipped)["shape"] == (2, 2)
     diagonal = Scene("black", (red, dataclasses.replace(blue, position="bottom right")))
     assert score_scene(left, diagonal)["relation"] == (0, 1)
     binding = parse_caption("a red circle and a blue square")
-    swapped = Scene("black", (dataclasses.replace(red, colour="blue"), dataclasses.replace(blue, colour="red")))
+    swapped = Scene("black", (dataclasses.replace(red, colour="blue"),
+                              dataclasses.replace(blue, colour="red")))
     assert score_scene(binding, swapped)["colour"] == (0, 2) and not all_right(score_scene(binding, swapped))
 
 
 def test_scene_targets():
     s = Scene("gray", (Object("triangle", "orange", "small", "center"),))
     t = scene_targets([s])
-    assert t["shape"].tolist() == [[4] * 4 + [2] + [4] * 4] and t["colour"].tolist() == [[-100] * 4 + [5] + [-100] * 4]
+    assert t["shape"].tolist() == [[4] * 4 + [2] + [4] * 4]
+    assert t["colour"].tolist() == [[-100] * 4 + [5] + [-100] * 4]
     assert t["size"].tolist() == [[-100] * 4 + [0] + [-100] * 4] and t["background"].tolist() == [2]
 
 
