@@ -99,7 +99,7 @@ PRESETS: dict[str, TrainConfig] = {
     "shapes-pixel": TrainConfig(unet="cpu-pixel", latent=False, steps=3000),
     # the shipped weights, all four: 1-4 objects, counts, relations; attention at 8x8 too, where objects
     # are placed; its judge stage is `python -m minidiff judge train --steps 4000 --seed 0`
-    "shapes-compositional": TrainConfig(data_options={"max_objects": 4}, steps=8000, text_steps=2000,
+    "shapes-compositional": TrainConfig(data_options={"max_objects": 4}, steps=4000, text_steps=2000,
                                         text_bar=0.8, judge_steps=4000,
                                         unet_overrides={"attention_levels": (0, 1)}),
     "shapes-latent-gpu": TrainConfig(unet="gpu-latent", batch_size=256, lr=3e-4, steps=20000,
