@@ -20,11 +20,10 @@ from pathlib import Path
 
 import torch
 
-from minidiff.judge import all_right, load_judge, predict_scenes, score_scene
+from minidiff.judge import load_judge, predict_scenes, shows_prompt
 from minidiff.metrics import generate, padding_attention_share
 from minidiff.pipeline import load_pipeline
 from minidiff.runs import train_config, train_preset
-from minidiff.shapes import parse_caption
 
 HELD_OUT = {"held_out": ["a purple triangle", "a small purple triangle", "a large purple triangle",
                          "three squares", "three small squares", "three red squares"],
@@ -53,7 +52,7 @@ def held_out(run: str | None) -> dict[str, float]:
             images = generate(pipe, [prompt] * HELD_OUT_SEEDS, list(range(HELD_OUT_SEEDS)), steps=20,
                               guidance_scale=3.0)
             got = predict_scenes(judge, images)
-            right = sum(all_right(score_scene(parse_caption(prompt), g)) for g in got)
+            right = sum(shows_prompt(g, prompt) for g in got)
             result[prompt] = right / HELD_OUT_SEEDS
         result[group] = sum(result[p] for p in prompts) / len(prompts)
     return result
@@ -62,11 +61,7 @@ def held_out(run: str | None) -> dict[str, float]:
 def padding(run: str | None, unmasked: bool, prompt: str = TWO_OBJECT_PROMPT) -> float:
     """Mean share of cross-attention on <pad> keys over 4 seeds."""
     pipe = load_pipeline(run, device="cpu")
-    if unmasked:
-        pipe.unet.config.mask_padding = False
-        encoder, tokenizer = pipe.text_encoder, pipe.tokenizer
-        pipe.encode = lambda prompts: encoder(tokenizer.encode(list(prompts), encoder.config.max_len))
-    return sum(padding_attention_share(pipe, prompt, seed=s) for s in range(4)) / 4
+    return sum(padding_attention_share(pipe, prompt, seed=s, unmasked=unmasked) for s in range(4)) / 4
 
 
 def main() -> None:

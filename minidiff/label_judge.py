@@ -20,7 +20,7 @@ from torch import nn
 from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
 from minidiff.data import label_caption
 from minidiff.judge import Judge, JudgeConfig, resize
-from minidiff.shapes import split_words
+from minidiff.words import split_words
 
 
 @dataclass

@@ -279,14 +279,27 @@ def evaluate_data_run_cli(weights: str | Path, per_label: int = EVAL_PROMPTS // 
 
 @torch.no_grad()
 def padding_attention_share(pipe: Any, prompt: str, seed: int = 0, steps: int = 20,
-                            guidance_scale: float = 3.0) -> float:
+                            guidance_scale: float = 3.0, unmasked: bool = False) -> float:
     """Share of the image queries' cross-attention that lands on <pad> tokens while ``pipe`` draws
     ``prompt``: the attention weights (B, heads, N, L) of the prompt's branch, summed over pad keys and
-    averaged over queries, heads, levels and steps. 0 when padding is masked (``UNetConfig.mask_padding``)."""
+    averaged over queries, heads, levels and steps. 0 when padding is masked (``UNetConfig.mask_padding``).
+    ``unmasked=True`` measures the model as it was before masking: the encoder's own pad rows, attended
+    like words (the pipeline is restored afterwards)."""
     from minidiff.text import PAD_ID
 
-    pad = pipe.tokenizer.encode([prompt], pipe.text_encoder.config.max_len)[0] == PAD_ID  # (L,)
-    with pipe.unet.record_attention() as records:
-        pipe([prompt], seeds=seed, steps=steps, guidance_scale=guidance_scale)
+    encoder, tokenizer, config = pipe.text_encoder, pipe.tokenizer, pipe.unet.config
+    tokens = tokenizer.encode([prompt], encoder.config.max_len)  # (1, L)
+    was_masked = config.mask_padding
+    if unmasked:
+        pipe.encode = lambda prompts: encoder(tokenizer.encode(list(prompts), encoder.config.max_len))
+        config.mask_padding = False
+    try:
+        with pipe.unet.record_attention() as records:
+            pipe([prompt], seeds=seed, steps=steps, guidance_scale=guidance_scale)
+    finally:
+        if unmasked:
+            del pipe.encode  # back to Pipeline.encode
+            config.mask_padding = was_masked
+    pad = tokens[0] == PAD_ID  # (L,)
     return torch.stack([w[-1][..., pad.to(w.device)].sum(-1).mean() for _, w in records]).mean().item()
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
 from minidiff.data import load_source
-from minidiff.shapes import split_words
+from minidiff.words import split_words
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")  # special tokens, always ids 0, 1, 2
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2

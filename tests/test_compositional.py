@@ -161,3 +161,8 @@ def test_padding_gets_no_attention_once_masked():
         shares[masked] = padding_attention_share(pipe, "a red circle and a blue square", steps=2)
     assert shares[True] == 0.0
     assert 0.2 < shares[False] < 1.0  # 22 of 32 keys are padding, all zero rows: they still draw attention
+    # unmasked=True undoes the mask for one measurement: as much padding attention as a model without
+    # the mask whose pad rows are the encoder's own, and the pipeline is masked again afterwards
+    before = padding_attention_share(pipe, "a red circle and a blue square", steps=2, unmasked=True)
+    assert 0.2 < before < 1.0 and pipe.unet.config.mask_padding and "encode" not in vars(pipe)
+    assert padding_attention_share(pipe, "a red circle and a blue square", steps=2) == 0.0
