@@ -15,6 +15,7 @@ from torch import nn
 
 MAX_PERIOD = 10_000  # longest wavelength of the sinusoidal embedding, Vaswani et al. 2017 sec. 3.5
 GROUP_SIZES = (32, 16, 8, 4, 2, 1)  # GroupNorm groups, 32 preferred (Wu & He 2018)
+MIN_GROUP_CHANNELS = 4  # a group of one channel subtracts that channel's mean: an added embedding vanishes
 MLP_RATIO = 4  # hidden width of the transformer MLP, Vaswani et al. 2017 sec. 3.3
 
 
@@ -37,8 +38,13 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = MAX_PERIOD
 
 
 def num_groups(channels: int) -> int:
-    """Largest group count in GROUP_SIZES that divides ``channels``, so small widths still work."""
-    return next(g for g in GROUP_SIZES if channels % g == 0)
+    """Largest group count in GROUP_SIZES that divides ``channels`` into groups of at least
+    MIN_GROUP_CHANNELS channels (1 group when none does): 32 -> 8, 64 -> 16, 128 and up -> 32.
+
+    With one channel per group, GroupNorm removes each channel's mean, and with it the embedding that
+    ``ResBlock`` adds just before its second norm; minidiff's width-32 U-Nets did that until Dec 2026.
+    """
+    return next((g for g in GROUP_SIZES if channels % g == 0 and channels // g >= MIN_GROUP_CHANNELS), 1)
 
 
 def group_norm(channels: int) -> nn.GroupNorm:

@@ -40,8 +40,17 @@ def test_timestep_embedding_rejects_odd_dim(dim):
         timestep_embedding(torch.tensor([1]), dim)
 
 
-def test_num_groups_picks_largest_divisor():
-    assert [num_groups(c) for c in (64, 48, 24, 12, 6, 3)] == [32, 16, 8, 4, 2, 1]
+def test_num_groups_keeps_four_channels_per_group():
+    assert [num_groups(c) for c in (256, 128, 64, 48, 32, 24, 12, 8, 6, 3)] == [32, 32, 16, 8, 8, 4, 2, 2, 1, 1]
+
+
+def test_res_block_embedding_survives_the_second_norm_at_width_32():
+    """Two embeddings must give two outputs: at one channel per group the block ignored its embedding."""
+    torch.manual_seed(0)
+    block = ResBlock(32, 32, 8).eval()
+    x = torch.randn(1, 32, 4, 4)
+    a, b = block(x, torch.randn(1, 8)), block(x, torch.randn(1, 8))
+    assert (a - b).abs().max() > 1e-2
 
 
 def test_resblock_is_skip_plus_residual():

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-GROUP_SIZES = (32, 16, 8, 4, 2, 1)  # GroupNorm's group count: the first of these that divides the channels
+GROUP_SIZES = (32, 16, 8, 4, 2, 1)  # GroupNorm's group count: the first that divides the channels
+MIN_GROUP_CHANNELS = 4  # ... into groups of at least 4 channels; 1 group when none does
 
 
 class ResBlock(nn.Module):
@@ -19,7 +20,8 @@ class ResBlock(nn.Module):
         emb_proj: Linear, emb_dim -> out_ch;
         norm2: GroupNorm over out_ch;  conv2: 3x3 conv, out_ch -> out_ch, padding 1;
         skip: 1x1 conv in_ch -> out_ch when in_ch != out_ch, else nn.Identity() (no parameters).
-    Every layer has a bias; each GroupNorm has the first count in GROUP_SIZES that divides its channels.
+    Every layer has a bias; each GroupNorm has the first count in GROUP_SIZES that divides its channels
+    into groups of at least MIN_GROUP_CHANNELS (1 group when none does: 6 channels -> 1, 12 -> 2, 24 -> 4).
 
     forward(x (B, in_ch, H, W), emb (B, emb_dim)) -> (B, out_ch, H, W):
         h = conv1(silu(norm1(x)))

@@ -89,7 +89,7 @@ def _model_sees_xt(inputs: Inputs, record: dict) -> str | None:
     calls = record.get("calls")
     if not isinstance(calls, list) or not calls:
         return "it never called model(xt, t, cond)"
-    xt, t = calls[0] if isinstance(calls[0], list) and len(calls[0]) == 2 else (None, None)
+    xt, t, _ = calls[0] if isinstance(calls[0], list) and len(calls[0]) == 3 else (None, None, None)
     expected = ref.q_sample(inputs["x0"], inputs["t"], inputs["noise"], inputs["alpha_bar"])
     if same(xt, inputs["x0"], FLOAT32_TOL):
         return "it passed x0 to the model\n  hint: the model sees the noisy xt = q_sample(x0, t, noise)"
@@ -105,6 +105,22 @@ def _model_sees_xt(inputs: Inputs, record: dict) -> str | None:
         shown = t.tolist() if type(t) is Tensor else type(t).__name__
         return f"it passed the model t = {shown}; expected {inputs['t'].tolist()}\n  hint: {T_SHIFT_HINT}"
     return None
+
+
+def _model_sees_cond(inputs: Inputs, record: dict) -> str | None:
+    """cond reaches the model unchanged, and the loss is still right (a loss term alone can cancel out)."""
+    calls = record.get("calls")
+    if not isinstance(calls, list) or not calls:
+        return "it never called model(xt, t, cond)"
+    cond = calls[0][2] if isinstance(calls[0], list) and len(calls[0]) == 3 else None
+    if cond is None:
+        return "it called the model without cond\n  hint: pass cond on: call model(xt, t, cond)"
+    if not same(cond, inputs["cond"], FLOAT32_TOL):
+        return "the cond it passed to the model is not the cond it was given: pass it on unchanged"
+    value = record.get("value")
+    got = value.get("tensor") if isinstance(value, dict) else None
+    found = problem(got, ref.diffusion_loss(**materialise(inputs)).detach(), FLOAT32_TOL, LOSS_DTYPES)
+    return None if found is None else f"the loss with cond given: {found[1]}"
 
 
 def _gradients_flow(inputs: Inputs, record: dict) -> str | None:
@@ -146,7 +162,7 @@ EX05 = Exercise(
         Case("the model sees xt = q_sample(x0, t, noise) and t", 3, _loss_inputs, check=_model_sees_xt),
         Case("gradients reach the model's parameters", 2, _loss_inputs, check=_gradients_flow),
         Case("cond is passed on to the model", 2,
-             lambda g: _loss_inputs(g, with_cond=True), dtypes=LOSS_DTYPES),
+             lambda g: _loss_inputs(g, with_cond=True), check=_model_sees_cond),
     ),
     variants=(
         Variant("zeros", lambda model, x0, t, noise, alpha_bar, cond=None: torch.zeros(()),
@@ -174,8 +190,8 @@ EX05 = Exercise(
 
 OUTPUT, PARAMETERS = 0, 1  # what the grader reads from a block: (its output, its number of parameters)
 NORM_SPREAD = 0.2  # GroupNorm scales 1 + 0.2 N(0, 1) and shifts 0.2 N(0, 1): not the identity of a fresh init
-# The widths graded (6, 12, 24) have 3 channels per GroupNorm group: with one channel per group (8 or 16
-# channels) the second GroupNorm removes a per-channel constant, and so the added embedding, entirely.
+# The widths graded (6, 12, 24) have 6 channels per GroupNorm group (layers.num_groups), so the added
+# embedding shows in the output, and a block with another group count (e.g. one_group) gives other numbers.
 
 
 def _block_state(g: torch.Generator, in_ch: int, out_ch: int, emb_dim: int) -> dict[str, Tensor]:

@@ -210,7 +210,7 @@ def _model_sees_plan(inputs: Inputs, record: dict) -> str | None:
     planned = make_timesteps(T_STEPS, inputs["steps"]).tolist()[:len(calls)]
     seen = []
     for call in calls:
-        t = call[1] if isinstance(call, list) and len(call) == 2 else None
+        t = call[1] if isinstance(call, list) and len(call) == 3 else None
         if type(t) is not Tensor or t.shape != (inputs["x_T"].shape[0],):
             return (f"it passed the model t = {t.tolist() if type(t) is Tensor else type(t).__name__}; "
                     "expected a (B,) tensor of the step, e.g. torch.full((B,), t)")

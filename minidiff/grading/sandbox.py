@@ -42,7 +42,7 @@ PR_SET_NO_NEW_PRIVS = 38  # <linux/prctl.h>: no setuid binary can give root back
 class TinyDenoiser:
     """A deterministic stand-in for an eps model: per-channel affine in xt plus terms in t and cond.
 
-    Records each call (xt, t) so the grader can see what the student passed in. Built in the child
+    Records each call (xt, t, cond) so the grader can see what the student passed in. Built in the child
     from plain tensors, and in the parent from the same tensors for the expected answer.
     """
 
@@ -54,7 +54,8 @@ class TinyDenoiser:
         import torch
 
         if len(self.calls) < MAX_CALLS:
-            self.calls.append((torch.as_tensor(xt).detach().clone(), torch.as_tensor(t).detach().clone()))
+            seen = None if cond is None else torch.as_tensor(cond).detach().clone()
+            self.calls.append((torch.as_tensor(xt).detach().clone(), torch.as_tensor(t).detach().clone(), seen))
         per_channel = (1, -1) + (1,) * (xt.ndim - 2)  # (1, C, 1, ..., 1)
         per_sample = (-1,) + (1,) * (xt.ndim - 1)  # (B, 1, ..., 1)
         out = xt * self.w.view(per_channel) + self.b.view(per_channel)
@@ -219,7 +220,7 @@ def run_case(fn, params: list[str], inputs: dict, source: str) -> dict:
     models = [a for a in args.values() if isinstance(a, TinyDenoiser)]
     if models:  # ex05: what the model saw, and the gradient the loss sends back
         model = models[0]
-        result["calls"] = [[xt, t] for xt, t in model.calls]
+        result["calls"] = [list(call) for call in model.calls]
         try:
             value.backward()
             result["grads"] = [_plain(model.w.grad)["tensor"], _plain(model.b.grad)["tensor"]]

@@ -5,8 +5,9 @@ from torch import nn
 
 def groups(channels):
     for g in (32, 16, 8, 4, 2, 1):
-        if channels % g == 0:
+        if channels % g == 0 and channels // g >= 4:
             return g
+    return 1
 
 
 class ResBlock(nn.Module):
