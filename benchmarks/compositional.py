@@ -1,6 +1,6 @@
 """Experiments around the compositional model (the shipped weights: ``train --preset shapes-compositional``).
 
-    python benchmarks/compositional.py train OUT_DIR --holdout triangle+purple three+square [--minutes M]
+    python benchmarks/compositional.py train OUT_DIR --holdout triangle+purple three+square [--steps N]
     python benchmarks/compositional.py heldout RUN_DIR|shipped JSON   # held-out combinations vs seen ones
     python benchmarks/compositional.py padding RUN_DIR|shipped [--unmasked]  # attention share on <pad> keys
 
@@ -33,10 +33,12 @@ HELD_OUT_SEEDS = 16
 TWO_OBJECT_PROMPT = "a small red circle and a large blue square on a white background"
 
 
-def train(out: Path, holdout: tuple[tuple[str, ...], ...], minutes: float | None) -> dict:
-    """``train --preset shapes-compositional`` with the combinations ``holdout`` never drawn by any stage."""
+def train(out: Path, holdout: tuple[tuple[str, ...], ...], minutes: float | None, steps: int | None) -> dict:
+    """``train --preset shapes-compositional [--steps N]`` with the combinations ``holdout`` never drawn by
+    any stage."""
     config = train_config("shapes-compositional")
-    config = dataclasses.replace(config, data_options={**config.data_options, "holdout": holdout})
+    config = dataclasses.replace(config, data_options={**config.data_options, "holdout": holdout},
+                                 steps=steps or config.steps)
     start = time.perf_counter()
     timings = train_preset(config, out, device="cpu", progress=False, max_minutes=minutes)
     timings["total_s"] = round(time.perf_counter() - start, 1)
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("path")
     parser.add_argument("json", nargs="?")
     parser.add_argument("--minutes", type=float, default=None, help="train: bound the U-Net stage")
+    parser.add_argument("--steps", type=int, default=None, help="train: U-Net steps (default: the preset's)")
     parser.add_argument("--holdout", nargs="*", default=[], help="combinations as words joined by +")
     parser.add_argument("--unmasked", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
@@ -78,7 +81,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     run = None if args.path == "shipped" else args.path
     if args.command == "train":
-        result = train(Path(args.path), tuple(tuple(c.split("+")) for c in args.holdout), args.minutes)
+        result = train(Path(args.path), tuple(tuple(c.split("+")) for c in args.holdout), args.minutes,
+                       args.steps)
     elif args.command == "heldout":
         result = held_out(run)
     else:
