@@ -41,7 +41,8 @@ def test_timestep_embedding_rejects_odd_dim(dim):
 
 
 def test_num_groups_keeps_four_channels_per_group():
-    assert [num_groups(c) for c in (256, 128, 64, 48, 32, 24, 12, 8, 6, 3)] == [32, 32, 16, 8, 8, 4, 2, 2, 1, 1]
+    widths = (256, 128, 64, 48, 32, 24, 12, 8, 6, 3)
+    assert [num_groups(c) for c in widths] == [32, 32, 16, 8, 8, 4, 2, 2, 1, 1]
 
 
 def test_res_block_embedding_survives_the_second_norm_at_width_32():

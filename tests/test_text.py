@@ -30,8 +30,9 @@ from minidiff.text import (
 )
 
 HELD_OUT_SEED = 10**9 + 7  # train_clip uses seeds seed * 1_000_003 + step, far below this
-# The shipped encoder (train --preset shapes-compositional) scores 1.000 / 1.000 on single-object captions and
-# 0.992 / 0.990 on one or two objects, image->text / text->image, on these held-out pairs; floors a little below.
+# The shipped encoder (train --preset shapes-compositional) scores 1.000 / 1.000 on single-object
+# captions and 0.992 / 0.990 on one or two objects, image->text / text->image, on these held-out
+# pairs; floors a little below.
 MIN_SINGLE_RETRIEVAL = 0.97  # single-object captions, scene-level top-1
 MIN_MIXED_RETRIEVAL = 0.96  # one- and two-object captions
 TINY = CLIPConfig(TextEncoderConfig(dim=32, layers=1, heads=2), embed_dim=32, image_channels=(8, 16, 16))

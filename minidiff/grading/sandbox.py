@@ -55,7 +55,8 @@ class TinyDenoiser:
 
         if len(self.calls) < MAX_CALLS:
             seen = None if cond is None else torch.as_tensor(cond).detach().clone()
-            self.calls.append((torch.as_tensor(xt).detach().clone(), torch.as_tensor(t).detach().clone(), seen))
+            xt_seen, t_seen = torch.as_tensor(xt).detach().clone(), torch.as_tensor(t).detach().clone()
+            self.calls.append((xt_seen, t_seen, seen))
         per_channel = (1, -1) + (1,) * (xt.ndim - 2)  # (1, C, 1, ..., 1)
         per_sample = (-1,) + (1,) * (xt.ndim - 1)  # (B, 1, ..., 1)
         out = xt * self.w.view(per_channel) + self.b.view(per_channel)
