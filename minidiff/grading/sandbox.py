@@ -54,9 +54,8 @@ class TinyDenoiser:
         import torch
 
         if len(self.calls) < MAX_CALLS:
-            seen = None if cond is None else torch.as_tensor(cond).detach().clone()
-            xt_seen, t_seen = torch.as_tensor(xt).detach().clone(), torch.as_tensor(t).detach().clone()
-            self.calls.append((xt_seen, t_seen, seen))
+            self.calls.append(tuple(None if v is None else torch.as_tensor(v).detach().clone()
+                                    for v in (xt, t, cond)))
         per_channel = (1, -1) + (1,) * (xt.ndim - 2)  # (1, C, 1, ..., 1)
         per_sample = (-1,) + (1,) * (xt.ndim - 1)  # (B, 1, ..., 1)
         out = xt * self.w.view(per_channel) + self.b.view(per_channel)
