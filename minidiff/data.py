@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +81,15 @@ class ShapesSource:
         return torch.tensor([[a == b for b in scenes] for a in scenes])
 
     def held_out(self, n: int) -> tuple[torch.Tensor, list[str]]:
-        """``n`` images and captions from seeds no training batch uses."""
-        return self.batch(n, seed=HELD_OUT_SEED + n)
+        """``n`` images from seeds no training batch uses, each with a caption naming all it shows.
+
+        Training captions leave words out ("a small square"); such a caption is true of many images, so
+        a retrieval or a judge that picked another true caption would be scored wrong. Full captions
+        (p_omit 0) make "the same scene" and "true of this image" one test.
+        """
+        full = replace(self.config, p_omit=0.0)
+        images, captions, _ = make_shapes(n, full, seed=HELD_OUT_SEED + n)
+        return images, captions
 
 
 @dataclass

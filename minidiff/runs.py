@@ -67,7 +67,8 @@ class TrainConfig:
     checkpoint_every: int = 250
     sample_every: int = 1000
     text_preset: str = "cpu"
-    text_steps: int = 600
+    # nine-slot one-object world, full held-out captions: retrieval 0.81 at 600 steps, 0.97 at 1500
+    text_steps: int = 1500
     text_bar: float = 0.9  # held-out retrieval (image -> caption) the text stage must reach
     vae_preset: str = "f4"
     vae_steps: int = 6000  # with vae_batch_size, the recipe of the shipped VAE (weights/README.md)
