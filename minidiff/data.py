@@ -81,14 +81,15 @@ class ShapesSource:
         return torch.tensor([[a == b for b in scenes] for a in scenes])
 
     def held_out(self, n: int) -> tuple[torch.Tensor, list[str]]:
-        """``n`` images from seeds no training batch uses, each with a caption naming all it shows.
+        """``n`` images from seeds no training batch uses, each captioned with everything it shows.
 
-        Training captions leave words out ("a small square"); such a caption is true of many images, so
-        a retrieval or a judge that picked another true caption would be scored wrong. Full captions
-        (p_omit 0) make "the same scene" and "true of this image" one test.
+        Training captions leave words out ("a small square"), and such a caption is true of many images:
+        a retrieval that picked another true caption would be scored wrong. Held-out scenes are therefore
+        all of the ``position`` kind (1 or 2 placed objects, every attribute named), so "the same scene"
+        (``same``) and "true of this image" are one test.
         """
-        full = replace(self.config, p_omit=0.0)
-        images, captions, _ = make_shapes(n, full, seed=HELD_OUT_SEED + n)
+        images, captions, _ = make_shapes(n, replace(self.config, kinds={"position": 1.0}),
+                                          seed=HELD_OUT_SEED + n)
         return images, captions
 
 

@@ -1,6 +1,7 @@
 """Data sources: shapes, scikit-learn's digits, saved Hugging Face data sets and image folders."""
 
 import json
+from dataclasses import replace
 
 import datasets
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from PIL import Image
 
 from minidiff.data import (
+    HELD_OUT_SEED,
     HELD_OUT_SHARE,
     ShapesSource,
     StoredSource,
@@ -18,7 +20,7 @@ from minidiff.data import (
     label_caption,
     load_source,
 )
-from minidiff.shapes import RGB, ShapesConfig, make_shapes
+from minidiff.shapes import RGB, ShapesConfig, make_shapes, parse_caption
 
 
 def striped(colours, height=20):
@@ -42,6 +44,19 @@ def test_shapes_source_is_make_shapes():
                                       "large red circle, top left, blue background",
                                       "a small red circle at the top left on a blue background"])
     assert same.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
+
+
+def test_shapes_held_out_captions_name_everything_the_image_shows():
+    # a partial caption ("a small square") is true of many images, so retrieval scored against it is unfair
+    config = ShapesConfig(resolution=16, max_objects=4, p_omit=0.9)
+    images, captions = ShapesSource(config).held_out(64)
+    ref_images, _, scenes = make_shapes(64, ShapesConfig(resolution=16, max_objects=4, kinds={"position": 1}),
+                                        seed=HELD_OUT_SEED + 64)
+    assert torch.equal(images, ref_images)
+    assert [parse_caption(c) for c in captions] == [replace(s, kind=None) for s in scenes]  # the scene
+    assert all(parse_caption(c).complete for c in captions)
+    train_captions = ShapesSource(config).batch(64, seed=0)[1]
+    assert not all(parse_caption(c).complete for c in train_captions)  # training still leaves words out
 
 
 def test_digits_are_the_real_scans_upscaled():
