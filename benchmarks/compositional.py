@@ -3,11 +3,14 @@
     python benchmarks/compositional.py train OUT_DIR --holdout triangle+purple three+square [--steps N]
     python benchmarks/compositional.py heldout RUN_DIR|shipped JSON   # held-out combinations vs seen ones
     python benchmarks/compositional.py padding RUN_DIR|shipped [--unmasked]  # attention share on <pad> keys
+    python benchmarks/compositional.py failures RUN_DIR|shipped JSON  # what the benchmark's misses get wrong
 
 ``train``: the shipped preset with some combinations never drawn by any stage (text, VAE, U-Net).
 ``heldout``: 16 seeds per prompt; an image counts when the judge finds everything the prompt names.
 ``padding``: ``metrics.padding_attention_share`` over 4 seeds; with ``--unmasked`` the model sees pad
 rows as the encoder outputs them and no mask (the behaviour before masking).
+``failures``: per category, the share of the benchmark's images (4 seeds per prompt) that get each
+attribute the prompts name wrong (``score_scene``); one image can miss several.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from pathlib import Path
 
 import torch
 
-from minidiff.judge import load_judge, predict_scenes, shows_prompt
+from minidiff.compositional import COMPOSITIONAL_SEEDS, compositional_prompts
+from minidiff.judge import load_judge, predict_scenes, score_scene, shows_prompt
 from minidiff.metrics import generate, padding_attention_share
 from minidiff.pipeline import load_pipeline
 from minidiff.runs import train_config, train_preset
+from minidiff.shapes import parse_caption
 
 HELD_OUT = {"held_out": ["a purple triangle", "a small purple triangle", "a large purple triangle",
                          "three squares", "three small squares", "three red squares"],
@@ -60,6 +65,20 @@ def held_out(run: str | None) -> dict[str, float]:
     return result
 
 
+def failures(run: str | None) -> dict[str, dict[str, float]]:
+    """Per category: the share of images right, and per attribute the share of images that get it wrong."""
+    pipe, judge, result = load_pipeline(run, device="cpu"), load_judge(), {}
+    for category, prompts in compositional_prompts().items():
+        asked = [p for p in prompts for _ in range(COMPOSITIONAL_SEEDS)]
+        seeds = [k for _ in prompts for k in range(COMPOSITIONAL_SEEDS)]
+        got = predict_scenes(judge, generate(pipe, asked, seeds, steps=20, guidance_scale=3.0))
+        scores = [score_scene(parse_caption(p), g) for p, g in zip(asked, got)]
+        wrong = {a: sum(s[a][0] < s[a][1] for s in scores) / len(scores) for a in scores[0]}
+        result[category] = {"right": sum(shows_prompt(g, p) for p, g in zip(asked, got)) / len(asked),
+                            **{f"{a} wrong": v for a, v in wrong.items() if any(s[a][1] for s in scores)}}
+    return result
+
+
 def padding(run: str | None, unmasked: bool, prompt: str = TWO_OBJECT_PROMPT) -> float:
     """Mean share of cross-attention on <pad> keys over 4 seeds."""
     pipe = load_pipeline(run, device="cpu")
@@ -69,7 +88,7 @@ def padding(run: str | None, unmasked: bool, prompt: str = TWO_OBJECT_PROMPT) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("train", "heldout", "padding"))
+    parser.add_argument("command", choices=("train", "heldout", "padding", "failures"))
     parser.add_argument("path")
     parser.add_argument("json", nargs="?")
     parser.add_argument("--minutes", type=float, default=None, help="train: bound the U-Net stage")
@@ -85,6 +104,8 @@ def main() -> None:
                        args.steps)
     elif args.command == "heldout":
         result = held_out(run)
+    elif args.command == "failures":
+        result = failures(run)
     else:
         result = {"padding_share": padding(run, args.unmasked), "unmasked": args.unmasked,
                   "prompt": TWO_OBJECT_PROMPT}
