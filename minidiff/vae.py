@@ -25,6 +25,7 @@ from minidiff.layers import Downsample, Upsample
 LOGVAR_INIT = -8.0  # initial log sigma^2 of q(z|x): sigma = 0.02, nearly deterministic at the start
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0  # clamp on log sigma^2, as in the LDM DiagonalGaussian
 SCALE_SAMPLES = 512  # images used to estimate scale_factor after training
+SCALE_SEED = 2**61  # their batch's seed, far from training batches' seeds
 WEIGHTS = Path(__file__).parent / "weights" / "vae"  # the shipped VAE (.safetensors + .json)
 EVAL_SEED = 1  # default seed of the evaluation images, below TRAIN_SEED_STRIDE
 TRAIN_SEED_STRIDE = 2**32  # training batches use seeds >= this; smaller seeds are free for evaluation
@@ -241,7 +242,7 @@ def train_vae(config: VAEConfig, steps: int, batch_size: int = 8, seed: int = 0,
               resolution: int = 32, progress: bool = True, source: Any = None, out: Path | None = None,
               resume: bool = False) -> VAE:
     """Train a VAE with ``fit`` on ``source`` (shapes at ``resolution`` by default), then set
-    ``config.scale_factor`` on held-out images. ``vae.train_steps``, ``vae.train_time_s``: its run."""
+    ``config.scale_factor`` on one batch of its images. ``vae.train_steps``, ``vae.train_time_s``: its run."""
     from minidiff.data import ShapesSource
     from minidiff.shapes import ShapesConfig
     from minidiff.training import fit
@@ -252,8 +253,9 @@ def train_vae(config: VAEConfig, steps: int, batch_size: int = 8, seed: int = 0,
                  device=pick_device(device))
     vae = stage.model.eval()
     vae.train_steps, vae.train_time_s, vae.losses = result["step"], result["seconds"], result["losses"]
-    # scale latents to unit std on held-out images (Rombach et al. 2022, sec. 4.3.2)
-    vae.config.scale_factor = estimate_scale_factor(vae, source.held_out(SCALE_SAMPLES)[0])
+    # scale latents to unit std on images like the U-Net's (Rombach et al. 2022, sec. 4.3.2); not on held-out
+    # pairs, which for shapes are only fully captioned scenes of 1-2 objects
+    vae.config.scale_factor = estimate_scale_factor(vae, source.batch(SCALE_SAMPLES, seed=SCALE_SEED)[0])
     return vae
 
 
