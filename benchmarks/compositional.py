@@ -74,8 +74,11 @@ def failures(run: str | None) -> dict[str, dict[str, float]]:
         got = predict_scenes(judge, generate(pipe, asked, seeds, steps=20, guidance_scale=3.0))
         scores = [score_scene(parse_caption(p), g) for p, g in zip(asked, got)]
         wrong = {a: sum(s[a][0] < s[a][1] for s in scores) / len(scores) for a in scores[0]}
+        extra = [len(g.objects) - len(parse_caption(p).objects) for p, g in zip(asked, got)]
         result[category] = {"right": sum(shows_prompt(g, p) for p, g in zip(asked, got)) / len(asked),
-                            **{f"{a} wrong": v for a, v in wrong.items() if any(s[a][1] for s in scores)}}
+                            **{f"{a} wrong": v for a, v in wrong.items() if any(s[a][1] for s in scores)},
+                            "too many": sum(e > 0 for e in extra) / len(extra),
+                            "too few": sum(e < 0 for e in extra) / len(extra)}
     return result
 
 
