@@ -1,6 +1,7 @@
 """Experiments around the compositional model (the shipped weights: ``train --preset shapes-compositional``).
 
     python benchmarks/compositional.py train OUT_DIR --holdout triangle+purple three+square [--steps N]
+    python benchmarks/compositional.py train OUT_DIR --p-omit 0.6 --shipped-stages --steps 8000
     python benchmarks/compositional.py heldout RUN_DIR|shipped JSON   # held-out combinations vs seen ones
     python benchmarks/compositional.py padding RUN_DIR|shipped [--unmasked]  # attention share on <pad> keys
     python benchmarks/compositional.py failures RUN_DIR|shipped JSON  # what the benchmark's misses get wrong
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -35,15 +37,24 @@ HELD_OUT = {"held_out": ["a purple triangle", "a small purple triangle", "a larg
             "seen": ["a purple circle", "a green triangle", "a purple square", "two squares", "four squares",
                      "three triangles"]}
 HELD_OUT_SEEDS = 16
+WEIGHTS = Path(__file__).parents[1] / "minidiff" / "weights"
 TWO_OBJECT_PROMPT = "a small red circle and a large blue square on a white background"
 
 
-def train(out: Path, holdout: tuple[tuple[str, ...], ...], minutes: float | None, steps: int | None) -> dict:
+def train(out: Path, holdout: tuple[tuple[str, ...], ...], minutes: float | None, steps: int | None,
+          p_omit: float | None = None, shipped_stages: bool = False) -> dict:
     """``train --preset shapes-compositional [--steps N]`` with the combinations ``holdout`` never drawn by
-    any stage."""
+    any stage, captions leaving out each word with probability ``p_omit`` (default: the world's 0.3);
+    ``shipped_stages``: reuse the shipped judge, text encoder and VAE, so only the U-Net trains."""
     config = train_config("shapes-compositional")
-    config = dataclasses.replace(config, data_options={**config.data_options, "holdout": holdout},
-                                 steps=steps or config.steps)
+    options = {**config.data_options, "holdout": holdout}
+    options.update({} if p_omit is None else {"p_omit": p_omit})
+    config = dataclasses.replace(config, data_options=options, steps=steps or config.steps)
+    if shipped_stages:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("judge", "text_encoder", "vae"):
+            for suffix in (".json", ".safetensors"):
+                shutil.copyfile(WEIGHTS / f"{name}{suffix}", out / f"{name}{suffix}")
     start = time.perf_counter()
     timings = train_preset(config, out, device="cpu", progress=False, max_minutes=minutes)
     timings["total_s"] = round(time.perf_counter() - start, 1)
@@ -98,13 +109,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="train: U-Net steps (default: the preset's)")
     parser.add_argument("--holdout", nargs="*", default=[], help="combinations as words joined by +")
     parser.add_argument("--unmasked", action="store_true")
+    parser.add_argument("--p-omit", type=float, default=None, help="train: caption word-omission rate")
+    parser.add_argument("--shipped-stages", action="store_true", help="train: only the U-Net trains")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = None if args.path == "shipped" else args.path
     if args.command == "train":
         result = train(Path(args.path), tuple(tuple(c.split("+")) for c in args.holdout), args.minutes,
-                       args.steps)
+                       args.steps, args.p_omit, args.shipped_stages)
     elif args.command == "heldout":
         result = held_out(run)
     elif args.command == "failures":
