@@ -5,6 +5,7 @@
     python benchmarks/compositional.py heldout RUN_DIR|shipped JSON   # held-out combinations vs seen ones
     python benchmarks/compositional.py padding RUN_DIR|shipped [--unmasked]  # attention share on <pad> keys
     python benchmarks/compositional.py failures RUN_DIR|shipped JSON  # what the benchmark's misses get wrong
+    python benchmarks/compositional.py wording RUN_DIR|shipped JSON  # object count against prompt length
 
 ``train``: the shipped preset with some combinations never drawn by any stage (text, VAE, U-Net).
 ``heldout``: 16 seeds per prompt; an image counts when the judge finds everything the prompt names.
@@ -12,6 +13,8 @@
 rows as the encoder outputs them and no mask (the behaviour before masking).
 ``failures``: per category, the share of the benchmark's images (4 seeds per prompt) that get each
 attribute the prompts name wrong (``score_scene``); one image can miss several.
+``wording``: one object (or two) asked for in more or fewer words ("a red circle", "a large red circle
+at the center"), every colour and shape, 4 seeds each: the share of images with the right object count.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from minidiff.judge import load_judge, predict_scenes, score_scene, shows_prompt
 from minidiff.metrics import generate, padding_attention_share
 from minidiff.pipeline import load_pipeline
 from minidiff.runs import train_config, train_preset
-from minidiff.shapes import parse_caption
+from minidiff.shapes import COLOURS, SHAPES, parse_caption
 
 HELD_OUT = {"held_out": ["a purple triangle", "a small purple triangle", "a large purple triangle",
                          "three squares", "three small squares", "three red squares"],
@@ -39,6 +42,8 @@ HELD_OUT = {"held_out": ["a purple triangle", "a small purple triangle", "a larg
 HELD_OUT_SEEDS = 16
 WEIGHTS = Path(__file__).parents[1] / "minidiff" / "weights"
 TWO_OBJECT_PROMPT = "a small red circle and a large blue square on a white background"
+WORDINGS = ("a {c} {s}", "a {c} {s} on a gray background", "a large {c} {s}", "a large {c} {s} at the center",
+            "two {c} {s}s")
 
 
 def train(out: Path, holdout: tuple[tuple[str, ...], ...], minutes: float | None, steps: int | None,
@@ -93,6 +98,20 @@ def failures(run: str | None) -> dict[str, dict[str, float]]:
     return result
 
 
+def wording(run: str | None) -> dict[str, dict[str, float]]:
+    """Per wording of WORDINGS: the share of images with as many objects as asked, and with more."""
+    pipe, judge, result = load_pipeline(run, device="cpu"), load_judge(), {}
+    for template in WORDINGS:
+        prompts = [template.format(c=c, s=s) for c in COLOURS for s in SHAPES]
+        asked = [p for p in prompts for _ in range(COMPOSITIONAL_SEEDS)]
+        seeds = [k for _ in prompts for k in range(COMPOSITIONAL_SEEDS)]
+        got = predict_scenes(judge, generate(pipe, asked, seeds, steps=20, guidance_scale=3.0))
+        extra = [len(g.objects) - len(parse_caption(p).objects) for p, g in zip(asked, got)]
+        result[template] = {"right count": sum(e == 0 for e in extra) / len(extra),
+                            "too many": sum(e > 0 for e in extra) / len(extra), "images": len(extra)}
+    return result
+
+
 def padding(run: str | None, unmasked: bool, prompt: str = TWO_OBJECT_PROMPT) -> float:
     """Mean share of cross-attention on <pad> keys over 4 seeds."""
     pipe = load_pipeline(run, device="cpu")
@@ -102,7 +121,7 @@ def padding(run: str | None, unmasked: bool, prompt: str = TWO_OBJECT_PROMPT) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("train", "heldout", "padding", "failures"))
+    parser.add_argument("command", choices=("train", "heldout", "padding", "failures", "wording"))
     parser.add_argument("path")
     parser.add_argument("json", nargs="?")
     parser.add_argument("--minutes", type=float, default=None, help="train: bound the U-Net stage")
@@ -122,6 +141,8 @@ def main() -> None:
         result = held_out(run)
     elif args.command == "failures":
         result = failures(run)
+    elif args.command == "wording":
+        result = wording(run)
     else:
         result = {"padding_share": padding(run, args.unmasked), "unmasked": args.unmasked,
                   "prompt": TWO_OBJECT_PROMPT}
