@@ -31,6 +31,7 @@ POSITIONS = ("top left", "top center", "top right", "center left", "center", "ce
 BACKGROUNDS = ("black", "white", "gray", "blue")
 ATTRIBUTES = dict(shape=SHAPES, colour=COLOURS, size=SIZES, position=POSITIONS, background=BACKGROUNDS)
 FIELDS = ("shape", "colour", "size", "position")  # the attributes of one object
+OMITTABLE = ("colour", "size", "background")  # what a caption may leave out (``describe``)
 RELATIONS = ("to the left of", "to the right of", "above", "below")  # objects[0] <relation> objects[1]
 NUMBERS = ("a", "two", "three", "four")  # NUMBERS[k - 1] says k objects; "an" also says one
 KINDS = ("position", "objects", "count", "relation")
@@ -120,7 +121,8 @@ def relation_holds(relation: str, a: str, b: str) -> bool:
 class ShapesConfig:
     """How shapes scenes are drawn (the single place of world options). max_objects: 1..4; p_two: share of
     two-object ``position`` scenes; kinds: ``{kind: weight}`` (default ``KIND_WEIGHTS``); p_omit: see
-    ``describe``. holdout: combinations never drawn, each a tuple of object words: ``("triangle", "purple")``
+    ``describe``, one rate or ``{"colour": .., "size": .., "background": ..}`` (unlisted: 0.3).
+    holdout: combinations never drawn, each a tuple of object words: ``("triangle", "purple")``
     is no purple triangles, ``("three", "square")`` no scene with exactly three squares. skew: ``{attribute:
     {value: probability}}``, unlisted values share the rest. Scenes breaking a rule (``breaks_rules``) are
     redrawn, which shifts frequencies a little."""
@@ -129,7 +131,7 @@ class ShapesConfig:
     max_objects: int = 4
     p_two: float = 0.5
     kinds: dict[str, float] | None = None
-    p_omit: float = 0.3
+    p_omit: float | dict[str, float] = 0.3
     holdout: tuple[tuple[str, ...], ...] = ()
     skew: dict[str, dict[str, float]] | None = None
     backgrounds: tuple[str, ...] = BACKGROUNDS
@@ -137,9 +139,14 @@ class ShapesConfig:
 
     def __post_init__(self) -> None:
         _check_resolution(self.resolution)
-        if self.max_objects not in (1, 2, 3, 4) or not 0 <= self.p_two <= 1 or not 0 <= self.p_omit <= 1:
+        rates = self.p_omit.values() if isinstance(self.p_omit, dict) else [self.p_omit]
+        if (self.max_objects not in (1, 2, 3, 4) or not 0 <= self.p_two <= 1
+                or not all(0 <= r <= 1 for r in rates)
+                or isinstance(self.p_omit, dict) and not set(self.p_omit) <= set(OMITTABLE)):
             raise ValueError(f"max_objects={self.max_objects!r}, p_two={self.p_two!r}, "
-                             f"p_omit={self.p_omit!r}: use max_objects in 1..4 and p_two, p_omit in [0, 1]")
+                             f"p_omit={self.p_omit!r}: "
+                             f"use max_objects in 1..4, p_two in [0, 1] and p_omit one rate in [0, 1] or "
+                             f"{{attribute: rate}} for attributes in {OMITTABLE}")
         kinds = KIND_WEIGHTS if self.kinds is None else self.kinds
         if any(k not in KINDS or w < 0 for k, w in kinds.items()) or sum(kinds.values()) <= 0:
             raise ValueError(f"kinds={self.kinds!r}: use weights >= 0 (not all 0) for kinds from {KINDS}")
@@ -263,20 +270,23 @@ def render(scenes: Sequence[Scene], resolution: int) -> torch.Tensor:
     return img.expand(n, 3, r, r).contiguous()
 
 
-def describe(scene: Scene, p_omit: float, generator: torch.Generator) -> Scene:
+def describe(scene: Scene, p_omit: float | dict[str, float], generator: torch.Generator) -> Scene:
     """What a caption of ``scene`` says: a partial Scene. ``position`` scenes are named in full; the other
     kinds name no slot and leave out each size, colour (shared by identical objects) and the background
-    with probability ``p_omit``; a ``relation`` scene says how objects[0] stands to objects[1]."""
+    with probability ``p_omit`` (one rate, or one per attribute of OMITTABLE: unlisted ones 0.3); a
+    ``relation`` scene says how objects[0] stands to objects[1]."""
     if scene.kind in (None, "position"):
         return scene
+    rate = {a: p_omit.get(a, 0.3) if isinstance(p_omit, dict) else p_omit for a in OMITTABLE}
     rng = random.Random(int(torch.randint(2**62, (1,), generator=generator)))
     keep: dict[tuple, tuple[bool, bool]] = {}  # (colour, size) named? Drawn once for identical objects
     for o in scene.objects:
-        keep.setdefault((o.shape, o.colour, o.size), (rng.random() >= p_omit, rng.random() >= p_omit))
+        flag = rng.random() >= rate["colour"], rng.random() >= rate["size"]
+        keep.setdefault((o.shape, o.colour, o.size), flag)
     flags = [keep[o.shape, o.colour, o.size] for o in scene.objects]
     named = [Object(o.shape, o.colour if c else None, o.size if z else None)
              for o, (c, z) in zip(scene.objects, flags)]
-    background = scene.background if rng.random() >= p_omit else None
+    background = scene.background if rng.random() >= rate["background"] else None
     if scene.kind == "relation":
         order = rng.sample((0, 1), 2)
         a, b = (scene.objects[i].position for i in order)
@@ -315,7 +325,8 @@ def caption(scene: Scene, template: int) -> str:
     return wording.format(objects=objects, bg=scene.background)
 
 
-def captions_for(scenes: Sequence[Scene], generator: torch.Generator, p_omit: float = 0.3) -> list[str]:
+def captions_for(scenes: Sequence[Scene], generator: torch.Generator,
+                 p_omit: float | dict[str, float] = 0.3) -> list[str]:
     """One caption per scene: ``describe`` it, then write it in a template drawn uniformly."""
     templates = torch.randint(TEMPLATES, (len(scenes),), generator=generator).tolist()
     return [caption(describe(s, p_omit, generator), k) for s, k in zip(scenes, templates)]

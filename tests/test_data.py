@@ -117,6 +117,15 @@ def test_captions_leave_out_attributes_at_p_omit():
     assert abs(sum(o.size is None for o in objects) / len(objects) - 0.3) < 0.03
 
 
+def test_captions_leave_out_each_attribute_at_its_own_rate():
+    g = torch.Generator().manual_seed(3)
+    said = [describe(s, {"colour": 0.0, "size": 1.0}, g)
+            for s in scenes(3000, seed=3, kinds={"objects": 1.0})]
+    objects = [o for d in said for o in d.objects]
+    assert all(o.colour is not None and o.size is None for o in objects)
+    assert abs(sum(d.background is None for d in said) / 3000 - 0.3) < 0.03  # unlisted: 0.3
+
+
 def test_partial_prompt_leaves_unnamed_attributes_none():
     got = parse_caption("a red circle and a small square")
     assert got == Scene(None, (Object("circle", "red"), Object("square", None, "small")))
@@ -269,6 +278,7 @@ def test_render_is_fast():
 @pytest.mark.parametrize("kwargs, name", [
     ({"resolution": 8}, "resolution"), ({"resolution": 100}, "resolution"),
     ({"max_objects": 5}, "max_objects"), ({"p_two": 1.5}, "p_two"), ({"p_omit": -0.1}, "p_omit"),
+    ({"p_omit": {"shape": 0.5}}, "p_omit"), ({"p_omit": {"size": 1.5}}, "p_omit"),
     ({"kinds": {"pairs": 1.0}}, "kinds"), ({"kinds": {"count": 1.0}, "max_objects": 1}, "max_objects=1"),
     ({"holdout": (("triangle", "pink"),)}, "holdout"),
     ({"skew": {"texture": {"red": 1.0}}}, "skew"), ({"skew": {"colour": {"pink": 1.0}}}, "colour"),
