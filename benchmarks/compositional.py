@@ -35,7 +35,7 @@ from minidiff.judge import load_judge, predict_scenes, score_scene, shows_prompt
 from minidiff.metrics import generate, padding_attention_share
 from minidiff.pipeline import load_pipeline
 from minidiff.runs import train_config, train_preset
-from minidiff.shapes import COLOURS, SHAPES, parse_caption
+from minidiff.shapes import COLOURS, SHAPES, ShapesConfig, make_shapes, parse_caption
 
 HELD_OUT = {"held_out": ["a purple triangle", "a small purple triangle", "a large purple triangle",
                          "three squares", "three small squares", "three red squares"],
@@ -104,9 +104,21 @@ def failures(run: str | None) -> dict[str, dict[str, float]]:
     return result
 
 
+def bare_caption_share(data_options: dict, n: int = 20000) -> float:
+    """Share of ``n`` training captions of a shapes world that name one object and nothing else than
+    its shape and colour (no size, place or background), like the benchmark's short prompts."""
+    _, captions, _ = make_shapes(n, ShapesConfig(**{"max_objects": 4, **data_options}), seed=0)
+    said = [parse_caption(c) for c in captions]
+    return sum(len(d.objects) == 1 and d.background is None and d.objects[0].size is None
+               and d.objects[0].position is None for d in said) / n
+
+
 def wording(run: str | None) -> dict[str, dict[str, float]]:
-    """Per wording of WORDINGS: the share of images with as many objects as asked, and with more."""
+    """Per wording of WORDINGS: the share of images with as many objects as asked, and with more; and
+    how often the run's training captions were as bare as the first wording (``bare_caption_share``)."""
     pipe, judge, result = load_pipeline(run, device="cpu"), load_judge(), {}
+    options = json.loads((Path(run or WEIGHTS) / "unet.json").read_text())["extra"]["train_config"]
+    result["bare training captions"] = {"share": bare_caption_share(options["data_options"])}
     for template in WORDINGS:
         prompts = [template.format(c=c, s=s) for c in COLOURS for s in SHAPES]
         asked = [p for p in prompts for _ in range(COMPOSITIONAL_SEEDS)]
