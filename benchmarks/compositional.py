@@ -3,7 +3,6 @@
     python benchmarks/compositional.py train OUT_DIR --holdout triangle+purple three+square [--steps N]
     python benchmarks/compositional.py train OUT_DIR --p-omit 0.6 --shipped-stages --steps 8000
     python benchmarks/compositional.py train OUT_DIR --p-omit colour=0.3,size=0.6,background=0.6
-    python benchmarks/compositional.py train OUT_DIR --base-channels 48 --shipped-stages --steps 8000
     python benchmarks/compositional.py heldout RUN_DIR|shipped JSON   # held-out combinations vs seen ones
     python benchmarks/compositional.py padding RUN_DIR|shipped [--unmasked]  # attention share on <pad> keys
     python benchmarks/compositional.py failures RUN_DIR|shipped JSON  # what the benchmark's misses get wrong
@@ -49,18 +48,14 @@ WORDINGS = ("a {c} {s}", "a {c} {s} on a gray background", "a large {c} {s}", "a
 
 
 def train(out: Path, holdout: tuple[tuple[str, ...], ...], minutes: float | None, steps: int | None,
-          p_omit: float | dict[str, float] | None = None, shipped_stages: bool = False,
-          base_channels: int | None = None) -> dict:
+          p_omit: float | dict[str, float] | None = None, shipped_stages: bool = False) -> dict:
     """``train --preset shapes-compositional [--steps N]`` with the combinations ``holdout`` never drawn by
     any stage, captions leaving out each word with probability ``p_omit`` (default: the world's 0.3);
-    ``shipped_stages``: reuse the shipped judge, text encoder and VAE, so only the U-Net trains;
-    ``base_channels``: the U-Net's width (the preset's 32 when None)."""
+    ``shipped_stages``: reuse the shipped judge, text encoder and VAE, so only the U-Net trains."""
     config = train_config("shapes-compositional")
     options = {**config.data_options, "holdout": holdout}
     options.update({} if p_omit is None else {"p_omit": p_omit})
-    unet = {**config.unet_overrides, **({} if base_channels is None else {"base_channels": base_channels})}
-    config = dataclasses.replace(config, data_options=options, steps=steps or config.steps,
-                                 unet_overrides=unet)
+    config = dataclasses.replace(config, data_options=options, steps=steps or config.steps)
     if shipped_stages:
         out.mkdir(parents=True, exist_ok=True)
         for name in ("judge", "text_encoder", "vae"):
@@ -156,14 +151,13 @@ def main() -> None:
     parser.add_argument("--p-omit", type=omission, default=None,
                         help="train: caption word-omission rate, or colour=R,size=R,background=R")
     parser.add_argument("--shipped-stages", action="store_true", help="train: only the U-Net trains")
-    parser.add_argument("--base-channels", type=int, default=None, help="train: U-Net width (preset: 32)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = None if args.path == "shipped" else args.path
     if args.command == "train":
         result = train(Path(args.path), tuple(tuple(c.split("+")) for c in args.holdout), args.minutes,
-                       args.steps, args.p_omit, args.shipped_stages, args.base_channels)
+                       args.steps, args.p_omit, args.shipped_stages)
     elif args.command == "heldout":
         result = held_out(run)
     elif args.command == "failures":
