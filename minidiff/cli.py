@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="U-Net training steps (default: the preset's)")
     p.add_argument("--minutes", type=float, default=None, help="stop the U-Net stage after this many minutes")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="the U-Net's peak learning rate (default: the preset's)")
+    p.add_argument("--init", default=None, help="fine-tune: start the U-Net from this run folder's (or "
+                   "'shipped'), reusing its text encoder, VAE and judge")
     p.add_argument("--out", default=None, help="run folder (default: runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     p.add_argument("--device", default="auto")

@@ -77,6 +77,9 @@ class TrainConfig:
     judge_steps: int = 0  # the judge stage; 0 on shapes uses the shipped judge (labelled data needs > 0)
     judge_bar: float = 0.95  # its held-out accuracy (shapes: its lowest attribute accuracy)
     unet_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # fine-tuning: a run folder ("shipped": the package's weights) whose U-Net starts this one; its text
+    # encoder, VAE and judge are reused, since the U-Net learnt on their embeddings and latents
+    init: str | None = None
 
     def __post_init__(self) -> None:
         from minidiff.schedule import PREDICTION_TYPES
@@ -252,6 +255,25 @@ def _train_vae(config: TrainConfig, source: Any, out: Path, device: str, progres
     return report
 
 
+def init_folder(init: str) -> Path:
+    """The run folder ``TrainConfig.init`` names ("shipped": the package's weights); it must hold a U-Net."""
+    from minidiff.pipeline import WEIGHTS_DIR
+
+    folder = WEIGHTS_DIR if init == "shipped" else Path(init)
+    if not checkpoint_exists(folder / "unet"):
+        raise ValueError(f"init={init!r}: {folder} holds no U-Net checkpoint to start from; pass a finished "
+                         "run folder or 'shipped'")
+    return folder
+
+
+def copy_frozen_stages(src: Path, out: Path, names: list[str]) -> None:
+    """Copy the checkpoints ``names`` (judge, text encoder, VAE) that ``src`` holds and ``out`` lacks."""
+    for name in (n for n in names if checkpoint_exists(src / n) and not checkpoint_exists(out / n)):
+        for suffix in (".json", ".safetensors"):  # the .safetensors last: it marks the stage as done
+            atomic_write_bytes(out / f"{name}{suffix}", (src / f"{name}{suffix}").read_bytes())
+    write_run_manifest(out)
+
+
 def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "auto", resume: bool = False,
                  max_minutes: float | None = None, progress: bool = True) -> dict[str, Any]:
     """Train every stage a run needs, in order, into ``out_dir``; return each stage's seconds and bar.
@@ -286,6 +308,8 @@ def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "
     judged = source.label_names is not None or (source.kind == "shapes" and config.judge_steps > 0)
     stages = [("judge", _train_judge)] if judged else []
     stages += [("text_encoder", _train_text)] + ([("vae", _train_vae)] if config.latent else [])
+    if config.init is not None and rank == 0:
+        copy_frozen_stages(init_folder(config.init), out, [name for name, _ in stages])
     for name, train in stages:
         if not checkpoint_exists(out / name):
             start = time.perf_counter()

@@ -275,6 +275,11 @@ def unet_stage(config: TrainConfig, source: Any, text_encoder: nn.Module, tokeni
     channels = vae.config.latent_channels if vae is not None else source.channels
     torch.manual_seed(config.seed)
     unet = build_unet(config, channels, text_encoder.config.dim).to(device)
+    if config.init is not None:  # fine-tuning: start from another run's U-Net (its EMA weights)
+        from minidiff.runs import init_folder
+
+        state, _ = load_checkpoint(init_folder(config.init) / "unet", map_location=device)
+        load_into(unet, state, f"U-Net of init={config.init!r} (it must have this run's U-Net config)")
     schedule = make_schedule(config.schedule, config.T)
     text_encoder = text_encoder.to(device).eval()
     vae = vae.to(device).eval() if vae is not None else None

@@ -155,7 +155,7 @@ def check_sample(args: argparse.Namespace, facts: dict[str, Any]) -> Path:
 def training_config(args: argparse.Namespace, out: Path) -> Any:
     """The TrainConfig to run: the preset (chosen by --data when not given) with the options applied, or
     with --resume the run's own settings (which explicit options must then match)."""
-    from minidiff.runs import PRESETS, STAGES, TrainConfig, run_config, train_config
+    from minidiff.runs import PRESETS, STAGES, TrainConfig, init_folder, run_config, train_config
 
     if args.preset is not None and args.preset not in PRESETS:
         raise UserError(f"--preset={args.preset!r} is not known; choose one of {', '.join(sorted(PRESETS))}")
@@ -165,8 +165,13 @@ def training_config(args: argparse.Namespace, out: Path) -> Any:
         check_float("--minutes", args.minutes, 0.0, 1e6, " (the U-Net stage stops after it)", low_open=True)
     if args.seed is not None:
         check_seed(args.seed)
-    overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed),
-                                   ("resolution", args.resolution), ("channels", args.channels))
+    if args.lr is not None:
+        check_float("--lr", args.lr, 0.0, 1.0, " (the U-Net's peak learning rate)", low_open=True)
+    if args.init is not None:
+        as_option("--init: ", init_folder, args.init)
+    overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("lr", args.lr),
+                                   ("init", args.init), ("resolution", args.resolution),
+                                   ("channels", args.channels))
                  if v is not None}
     if args.data is not None:
         options = {k: v for k, v in vars(args).items() if k in DATA_OPTIONS and v is not None}

@@ -90,6 +90,10 @@ CASES = [
     (["train", "--minutes", "inf"], ["--minutes=inf"]),
     (["train", "--preset", "huge"], ["--preset='huge'", "shapes-latent"]),
     (["train", "--seed", "-1"], ["--seed=-1"]),
+    (["train", "--lr", "0"], ["--lr=0.0", "(0, 1]"]),
+    (["train", "--lr", "nan"], ["--lr=nan"]),
+    (["train", "--init", "{empty}"], ["--init", "{empty}", "no U-Net checkpoint"]),
+    (["train", "--init", "{file}"], ["--init", "{file}", "no U-Net checkpoint"]),
     (["train", "--seed", str(2**63)], ["--seed=9223372036854775808", "0..2**63-1"]),
     pytest.param(
         ["train", "--device", "cuda", "--out", "{empty}"],

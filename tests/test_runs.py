@@ -129,3 +129,38 @@ def test_compositional_preset_trains_on_several_objects_with_attention_at_8x8():
     assert sum(parse_caption(c).relation is not None for c in captions) > 10  # relations are drawn
     unet = UNetConfig.from_preset(config.unet, **config.unet_overrides)
     assert unet.attention_levels == (0, 1) and config.latent  # level 0 of a 4x8x8 latent is 8x8
+
+
+def test_init_fine_tunes_from_another_run_and_reuses_its_frozen_stages(tmp_path, capsys):
+    from minidiff.checkpoint import load_checkpoint
+    from minidiff.runs import init_folder
+    from minidiff.text import load_text_encoder
+    from minidiff.training import unet_stage
+    from minidiff.vae import load_vae
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_cli(capsys, "train", "--preset", "tiny", "--out", first, "--threads", "1")
+    # the U-Net it builds starts exactly at the first run's (EMA) weights, tensor for tensor
+    config = train_config("tiny", init=str(first))
+    encoder, tokenizer = load_text_encoder(first / "text_encoder")
+    vae = load_vae(str(first / "vae"))
+    unet = unet_stage(config, None, encoder, tokenizer, vae, torch.device("cpu")).model
+    saved, _ = load_checkpoint(first / "unet")
+    assert all(torch.equal(v, saved[k]) for k, v in unet.state_dict().items())
+    out, _ = run_cli(capsys, "train", "--preset", "tiny", "--init", first, "--steps", 6, "--lr", 3e-4,
+                     "--seed", 1, "--out", second, "--threads", "1")
+    assert "text_encoder_s" not in out and "vae_s" not in out and "step=6" in out  # only the U-Net trained
+    for name in ("judge", "text_encoder", "vae"):  # byte for byte the first run's
+        for suffix in (".json", ".safetensors"):
+            assert (second / f"{name}{suffix}").read_bytes() == (first / f"{name}{suffix}").read_bytes()
+    tuned, meta = load_checkpoint(second / "unet")
+    assert meta["extra"]["train_config"]["init"] == str(first) and meta["extra"]["train_config"]["lr"] == 3e-4
+    assert any(not torch.equal(v, saved[k]) for k, v in tuned.items())  # and it did train
+    # a U-Net of another shape is refused in one line, naming the tensors that differ
+    assert cli.main(["train", "--preset", "shapes-latent", "--init", str(first), "--out", str(tmp_path / "x"),
+                     "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "this run's U-Net config" in err[0] and "wrong shapes" in err[0], err
+    assert init_folder("shipped").name == "weights"
+    with pytest.raises(ValueError, match="holds no U-Net checkpoint"):
+        init_folder(str(tmp_path / "nowhere"))
