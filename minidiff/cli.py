@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="U-Net training steps (default: the preset's)")
     p.add_argument("--minutes", type=float, default=None, help="stop the U-Net stage after this many minutes")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="the U-Net's peak learning rate (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="the U-Net's peak learning rate")
     p.add_argument("--init", default=None, help="fine-tune: start the U-Net from this run folder's (or "
                    "'shipped'), reusing its text encoder, VAE and judge")
     p.add_argument("--out", default=None, help="run folder (default: runs/<preset>)")
