@@ -308,8 +308,11 @@ def train_preset(preset: str | TrainConfig, out_dir: str | Path, device: str = "
     judged = source.label_names is not None or (source.kind == "shapes" and config.judge_steps > 0)
     stages = [("judge", _train_judge)] if judged else []
     stages += [("text_encoder", _train_text)] + ([("vae", _train_vae)] if config.latent else [])
-    if config.init is not None and rank == 0:
-        copy_frozen_stages(init_folder(config.init), out, [name for name, _ in stages])
+    if config.init is not None:
+        if rank == 0:
+            copy_frozen_stages(init_folder(config.init), out, [name for name, _ in stages])
+        if world > 1:
+            torch.distributed.barrier()  # no rank looks for the stages before they are copied
     for name, train in stages:
         if not checkpoint_exists(out / name):
             start = time.perf_counter()
