@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -32,8 +31,8 @@ import torch
 from minidiff.compositional import COMPOSITIONAL_SEEDS, compositional_prompts
 from minidiff.judge import load_judge, predict_scenes, score_scene, shows_prompt
 from minidiff.metrics import generate, padding_attention_share
-from minidiff.pipeline import load_pipeline
-from minidiff.runs import train_config, train_preset
+from minidiff.pipeline import WEIGHTS_DIR, load_pipeline
+from minidiff.runs import copy_frozen_stages, train_config, train_preset
 from minidiff.shapes import COLOURS, SHAPES, ShapesConfig, make_shapes, parse_caption
 
 HELD_OUT = {"held_out": ["a purple triangle", "a small purple triangle", "a large purple triangle",
@@ -41,7 +40,6 @@ HELD_OUT = {"held_out": ["a purple triangle", "a small purple triangle", "a larg
             "seen": ["a purple circle", "a green triangle", "a purple square", "two squares", "four squares",
                      "three triangles"]}
 HELD_OUT_SEEDS = 16
-WEIGHTS = Path(__file__).parents[1] / "minidiff" / "weights"
 TWO_OBJECT_PROMPT = "a small red circle and a large blue square on a white background"
 WORDINGS = ("a {c} {s}", "a {c} {s} on a gray background", "a large {c} {s}", "a large {c} {s} at the center",
             "two {c} {s}s")
@@ -58,9 +56,7 @@ def train(out: Path, holdout: tuple[tuple[str, ...], ...], minutes: float | None
     config = dataclasses.replace(config, data_options=options, steps=steps or config.steps)
     if shipped_stages:
         out.mkdir(parents=True, exist_ok=True)
-        for name in ("judge", "text_encoder", "vae"):
-            for suffix in (".json", ".safetensors"):
-                shutil.copyfile(WEIGHTS / f"{name}{suffix}", out / f"{name}{suffix}")
+        copy_frozen_stages(WEIGHTS_DIR, out, ["judge", "text_encoder", "vae"])
     start = time.perf_counter()
     timings = train_preset(config, out, device="cpu", progress=False, max_minutes=minutes)
     timings["total_s"] = round(time.perf_counter() - start, 1)
@@ -112,7 +108,7 @@ def wording(run: str | None) -> dict[str, dict[str, float]]:
     """Per wording of WORDINGS: the share of images with as many objects as asked, and with more; and
     how often the run's training captions were as bare as the first wording (``bare_caption_share``)."""
     pipe, judge, result = load_pipeline(run, device="cpu"), load_judge(), {}
-    options = json.loads((Path(run or WEIGHTS) / "unet.json").read_text())["extra"]["train_config"]
+    options = json.loads((Path(run or WEIGHTS_DIR) / "unet.json").read_text())["extra"]["train_config"]
     result["bare training captions"] = {"share": bare_caption_share(options["data_options"])}
     for template in WORDINGS:
         prompts = [template.format(c=c, s=s) for c in COLOURS for s in SHAPES]
