@@ -3,10 +3,12 @@
     python benchmarks/compositional.py train OUT_DIR --holdout triangle+purple three+square [--steps N]
     python benchmarks/compositional.py train OUT_DIR --p-omit 0.6 --shipped-stages --steps 8000
     python benchmarks/compositional.py train OUT_DIR --p-omit colour=0.3,size=0.6,background=0.6
+    python benchmarks/compositional.py train OUT_DIR --shipped-stages --text-layers 1  # a text refiner
     python benchmarks/compositional.py heldout RUN_DIR|shipped JSON   # held-out combinations vs seen ones
     python benchmarks/compositional.py padding RUN_DIR|shipped [--unmasked]  # attention share on <pad> keys
     python benchmarks/compositional.py failures RUN_DIR|shipped JSON  # what the benchmark's misses get wrong
     python benchmarks/compositional.py wording RUN_DIR|shipped JSON  # object count against prompt length
+    python benchmarks/compositional.py binding RUN_DIR|shipped JSON  # does a noun's token know its colour?
 
 ``train``: the shipped preset with some combinations never drawn by any stage (text, VAE, U-Net).
 ``heldout``: 16 seeds per prompt; an image counts when the judge finds everything the prompt names.
@@ -16,6 +18,9 @@ rows as the encoder outputs them and no mask (the behaviour before masking).
 attribute the prompts name wrong (``score_scene``); one image can miss several.
 ``wording``: one object (or two) asked for in more or fewer words ("a red circle", "a large red circle
 at the center"), every colour and shape, 4 seeds each: the share of images with the right object count.
+``binding``: ``metrics.binding_probe``, linear probes that read from a shape word's token its own colour
+and the other object's (and from a colour word's token its shape), before and after the U-Net's text
+refiner if it has one.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 
 from minidiff.compositional import COMPOSITIONAL_SEEDS, compositional_prompts
 from minidiff.judge import load_judge, predict_scenes, score_scene, shows_prompt
-from minidiff.metrics import generate, padding_attention_share
+from minidiff.metrics import binding_probe, generate, padding_attention_share
 from minidiff.pipeline import WEIGHTS_DIR, load_pipeline
 from minidiff.runs import copy_frozen_stages, train_config, train_preset
 from minidiff.shapes import COLOURS, SHAPES, ShapesConfig, make_shapes, parse_caption
@@ -46,14 +51,18 @@ WORDINGS = ("a {c} {s}", "a {c} {s} on a gray background", "a large {c} {s}", "a
 
 
 def train(out: Path, holdout: tuple[tuple[str, ...], ...], minutes: float | None, steps: int | None,
-          p_omit: float | dict[str, float] | None = None, shipped_stages: bool = False) -> dict:
+          p_omit: float | dict[str, float] | None = None, shipped_stages: bool = False,
+          text_layers: int | None = None) -> dict:
     """``train --preset shapes-compositional [--steps N]`` with the combinations ``holdout`` never drawn by
-    any stage, captions leaving out each word with probability ``p_omit`` (default: the world's 0.3);
-    ``shipped_stages``: reuse the shipped judge, text encoder and VAE, so only the U-Net trains."""
+    any stage, captions leaving out each word with probability ``p_omit`` (default: the preset's);
+    ``shipped_stages``: reuse the shipped judge, text encoder and VAE, so only the U-Net trains;
+    ``text_layers``: the U-Net's text refiner blocks (``UNetConfig.text_layers``; default: the preset's)."""
     config = train_config("shapes-compositional")
     options = {**config.data_options, "holdout": holdout}
     options.update({} if p_omit is None else {"p_omit": p_omit})
-    config = dataclasses.replace(config, data_options=options, steps=steps or config.steps)
+    unet = {**config.unet_overrides, **({} if text_layers is None else {"text_layers": text_layers})}
+    config = dataclasses.replace(config, data_options=options, steps=steps or config.steps,
+                                 unet_overrides=unet)
     if shipped_stages:
         out.mkdir(parents=True, exist_ok=True)
         copy_frozen_stages(WEIGHTS_DIR, out, ["judge", "text_encoder", "vae"])
@@ -137,7 +146,7 @@ def omission(text: str) -> float | dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("train", "heldout", "padding", "failures", "wording"))
+    parser.add_argument("command", choices=("train", "heldout", "padding", "failures", "wording", "binding"))
     parser.add_argument("path")
     parser.add_argument("json", nargs="?")
     parser.add_argument("--minutes", type=float, default=None, help="train: bound the U-Net stage")
@@ -147,19 +156,22 @@ def main() -> None:
     parser.add_argument("--p-omit", type=omission, default=None,
                         help="train: caption word-omission rate, or colour=R,size=R,background=R")
     parser.add_argument("--shipped-stages", action="store_true", help="train: only the U-Net trains")
+    parser.add_argument("--text-layers", type=int, default=None, help="train: U-Net text refiner blocks")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = None if args.path == "shipped" else args.path
     if args.command == "train":
         result = train(Path(args.path), tuple(tuple(c.split("+")) for c in args.holdout), args.minutes,
-                       args.steps, args.p_omit, args.shipped_stages)
+                       args.steps, args.p_omit, args.shipped_stages, args.text_layers)
     elif args.command == "heldout":
         result = held_out(run)
     elif args.command == "failures":
         result = failures(run)
     elif args.command == "wording":
         result = wording(run)
+    elif args.command == "binding":
+        result = binding_probe(load_pipeline(run, device="cpu"))
     else:
         result = {"padding_share": padding(run, args.unmasked), "unmasked": args.unmasked,
                   "prompt": TWO_OBJECT_PROMPT}

@@ -1,4 +1,5 @@
-"""The building blocks of the U-Net: timestep embedding, ResBlock, (cross-)attention, resampling.
+"""The building blocks of the U-Net: timestep embedding, ResBlock, (cross-)attention, resampling,
+and the token TransformerBlock shared by the text encoder and the U-Net's text refiner.
 
 Every block works on images ``(B, C, H, W)`` except the attention layers, which work on token
 sequences ``(B, N, D)``; ``SpatialTransformer`` turns an image into ``H * W`` tokens and back.
@@ -136,6 +137,34 @@ class Attention(CrossAttention):
         self, x: torch.Tensor, return_weights: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return super().forward(x, x, return_weights=return_weights)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block (Radford et al. 2019): x + attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = MLP_RATIO):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim={dim} must be divisible by heads={heads}")
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """x (B, L, D); keep (B, L) bool, False at <pad>: no token attends to a pad token."""
+        # q, k, v: (B, H, L, Dh) each
+        q, k, v = rearrange(self.qkv(self.norm1(x)), "b l (n h d) -> n b h l d", n=3, h=self.heads)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])  # (B, H, L, Dh)
+        x = x + self.proj(rearrange(a, "b h l d -> b l (h d)"))  # (B, L, D)
+        return x + self.mlp(self.norm2(x))
+
+    def zero_init(self) -> TransformerBlock:
+        """Zero both residual branches' last layers, so the block starts as the identity."""
+        for layer in (self.proj, self.mlp[-1]):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        return self
 
 
 class SpatialTransformer(nn.Module):

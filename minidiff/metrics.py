@@ -6,6 +6,7 @@ judge (``judge.py``), which reads each attribute back from an image; the other m
 a Frechet distance, the way FID reuses an Inception network (Heusel et al. 2017).
 
 ``evaluate_judge_cli`` and ``evaluate_pipeline_cli`` are what ``python -m minidiff eval`` prints.
+Two measure the text side instead: ``padding_attention_share`` and ``binding_probe``.
 """
 
 from __future__ import annotations
@@ -303,3 +304,60 @@ def padding_attention_share(pipe: Any, prompt: str, seed: int = 0, steps: int = 
     pad = tokens[0] == PAD_ID  # (L,)
     return torch.stack([w[-1][..., pad.to(w.device)].sum(-1).mean() for _, w in records]).mean().item()
 
+
+
+BINDING_TEMPLATES = ("a {c1} {s1} and a {c2} {s2}", "a {c1} {s1} to the left of a {c2} {s2}",
+                     "a small {c1} {s1} above a large {c2} {s2}")
+
+
+@torch.no_grad()
+def binding_probe(pipe: Any, templates: Sequence[str] = BINDING_TEMPLATES) -> dict[str, dict[str, float]]:
+    """Do the tokens the U-Net cross-attends to say which colour goes with which shape?
+
+    Two-object prompts, every ``(c1, s1, c2, s2)`` with different colours and shapes, in each template
+    (the colour word right before its shape word). Logistic regressions read, from one token's vector
+    in ``cond`` (B, L, D), the colour of that shape ("shape -> own colour") or of the other one, and
+    the shape a colour word belongs to; they fit on two thirds of the combinations and are scored on
+    the rest. "own" far above "other" means the token binds; both alike mean a bag of words, and a
+    pixel drawing the circle cannot find its colour by attending to "circle". Keys ``frozen`` (the
+    text encoder's tokens), ``refined`` (after ``UNet.refine_text``, when the U-Net has a refiner) and
+    ``chance``.
+    """
+    import numpy
+    from sklearn.linear_model import LogisticRegression
+
+    from minidiff.shapes import COLOURS, SHAPES
+
+    combos = [(c1, s1, c2, s2) for c1 in COLOURS for s1 in SHAPES for c2 in COLOURS for s2 in SHAPES
+              if c1 != c2 and s1 != s2]
+    views: dict[str, list[Tensor]] = {"frozen": []}
+    if len(getattr(pipe.unet, "text_refiner", ())):
+        views["refined"] = []
+    labels = []  # per object: (its shape, its colour, the other's shape, the other's colour, held out)
+    for template in templates:
+        prompts = [template.format(c1=c1, s1=s1, c2=c2, s2=s2) for c1, s1, c2, s2 in combos]
+        cond = pipe.encode(prompts)  # (N, L, D)
+        refined = {"frozen": cond}
+        if "refined" in views:
+            refined["refined"] = pipe.unet.refine_text(cond)  # (N, L, D)
+        for n, (prompt, (c1, s1, c2, s2)) in enumerate(zip(prompts, combos)):
+            words = prompt.split()  # word i is token i + 1 (<bos> is token 0)
+            objects = ((words.index(s1), (s1, c1), (s2, c2)), (len(words) - 1, (s2, c2), (s1, c1)))
+            for noun, own, other in objects:
+                for name, x in refined.items():
+                    views[name].append(torch.stack([x[n, noun + 1], x[n, noun]]))  # (2, D): shape, colour
+                labels.append((*own, *other, n % 3 == 0))
+    fit = numpy.array([not lab[4] for lab in labels])
+    tasks = {"shape -> own colour": (0, 1), "shape -> other colour": (0, 3),
+             "colour -> own shape": (1, 0), "colour -> other shape": (1, 2)}  # (token, label index)
+    result = {}
+    for name, rows in views.items():
+        x = torch.stack(rows).cpu().numpy()  # (objects, 2, D)
+        result[name] = {}
+        for task, (token, k) in tasks.items():
+            y = numpy.array([lab[k] for lab in labels])
+            probe = LogisticRegression(max_iter=5000).fit(x[fit, token], y[fit])
+            result[name][task] = float(probe.score(x[~fit, token], y[~fit]))
+    result["chance"] = {task: 1 / (len(COLOURS) if "colour" in task.split()[-1] else len(SHAPES))
+                        for task in tasks}
+    return result

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from minidiff.checkpoint import load_checkpoint, load_into, pick_device, save_checkpoint
 from minidiff.data import load_source
+from minidiff.layers import TransformerBlock
 from minidiff.words import split_words
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")  # special tokens, always ids 0, 1, 2
@@ -149,27 +150,6 @@ class CLIPConfig:
 PRESETS = {"cpu": CLIPConfig(),  # the defaults above
            "gpu": CLIPConfig(TextEncoderConfig(dim=128, layers=4), embed_dim=128,
                              image_channels=(64, 128, 256))}
-
-
-class TransformerBlock(nn.Module):
-    """Pre-norm transformer block (Radford et al. 2019): x + attn(LN(x)), then x + MLP(LN(x))."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: int):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim={dim} must be divisible by heads={heads}")
-        self.heads = heads
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
-
-    def forward(self, x: Tensor, keep: Tensor) -> Tensor:
-        """x (B, L, D); keep (B, L) bool, False at <pad>: no token attends to a pad token."""
-        # q, k, v: (B, H, L, Dh) each
-        q, k, v = rearrange(self.qkv(self.norm1(x)), "b l (n h d) -> n b h l d", n=3, h=self.heads)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])  # (B, H, L, Dh)
-        x = x + self.proj(rearrange(a, "b h l d -> b l (h d)"))  # (B, L, D)
-        return x + self.mlp(self.norm2(x))
 
 
 class TextEncoder(nn.Module):

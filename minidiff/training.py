@@ -279,7 +279,10 @@ def unet_stage(config: TrainConfig, source: Any, text_encoder: nn.Module, tokeni
         from minidiff.runs import init_folder
 
         state, _ = load_checkpoint(init_folder(config.init) / "unet", map_location=device)
-        load_into(unet, state, f"U-Net of init={config.init!r} (it must have this run's U-Net config)")
+        # a text refiner the init lacks keeps its identity initialisation (see UNetConfig.text_layers)
+        new = {k: v for k, v in unet.state_dict().items() if k.startswith("text_refiner.") and k not in state}
+        load_into(unet, {**state, **new},
+                  f"U-Net of init={config.init!r} (it must have this run's U-Net config)")
     schedule = make_schedule(config.schedule, config.T)
     text_encoder = text_encoder.to(device).eval()
     vae = vae.to(device).eval() if vae is not None else None

@@ -16,7 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minidiff.layers import Downsample, ResBlock, SpatialTransformer, Upsample, group_norm, timestep_embedding
+from minidiff.layers import (
+    Downsample,
+    ResBlock,
+    SpatialTransformer,
+    TransformerBlock,
+    Upsample,
+    group_norm,
+    timestep_embedding,
+)
 from minidiff.schedule import PREDICTION_TYPES
 
 EMB_MULT = 4  # time-embedding width = 4 * base_channels (Ho et al. 2020 code)
@@ -28,6 +36,9 @@ class UNetConfig:
     ``base_channels * channel_mults[i]`` channels; levels in ``attention_levels`` (and the middle) get
     self- and cross-attention.
     ``text_dim`` is D of the text tokens ``cond`` (B, L, D); ``None`` or 0 builds an unconditional model.
+    ``text_layers`` > 0 passes ``cond`` through that many trainable transformer blocks first (the
+    text refiner): the frozen CLIP encoder was trained to match whole captions, not to tell which
+    colour belongs to which noun, and the denoising loss can teach the refiner that.
     """
 
     in_channels: int = 3
@@ -41,6 +52,7 @@ class UNetConfig:
     dropout: float = 0.0
     prediction_type: str = "eps"
     mask_padding: bool = True  # cross-attention skips all-zero cond rows (padding; see text.encode_prompts)
+    text_layers: int = 0  # trainable TransformerBlocks that refine the frozen cond before cross-attention
 
     def __post_init__(self) -> None:
         # JSON round-trips turn tuples into lists; make them tuples again
@@ -62,6 +74,9 @@ class UNetConfig:
         for name in ("in_channels", "out_channels", "base_channels", "num_res_blocks", "heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.text_layers < 0 or (self.text_layers and (not self.text_dim or self.text_dim % self.heads)):
+            raise ValueError(f"text_layers={self.text_layers} must be >= 0; a refiner (> 0) needs a text-"
+                             f"conditioned U-Net whose text_dim={self.text_dim} heads={self.heads} divide")
         widths = [self.base_channels * m for m in self.channel_mults]
         if any(w % self.heads for w in widths):
             raise ValueError(f"heads={self.heads} must divide every level width {widths}")
@@ -127,7 +142,8 @@ class UNet(nn.Module):
 
     Timesteps enter through a sinusoidal embedding and an MLP (Ho et al. 2020); the pooled text
     vector ``cond[:, 0]`` is projected and added to it; every attention level cross-attends to all
-    of ``cond`` (Rombach et al. 2022). H and W must be multiples of ``config.downsample_factor``.
+    of ``cond`` (Rombach et al. 2022), after the optional text refiner (``refine_text``). H and W must be
+    multiples of ``config.downsample_factor``.
     """
 
     def __init__(self, config: UNetConfig) -> None:
@@ -177,6 +193,11 @@ class UNet(nn.Module):
         # Goyal et al. 2017)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        # zero-initialised residual blocks: a refiner starts as the identity, even when it is added to a
+        # trained U-Net (train --init), so fine-tuning begins from exactly the old model. Built last, so
+        # every other layer's random init is the same with or without it
+        self.text_refiner = nn.ModuleList(TransformerBlock(config.text_dim, config.heads).zero_init()
+                                          for _ in range(config.text_layers))
 
     def _check_inputs(self, xt: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> None:
         cfg = self.config
@@ -220,6 +241,8 @@ class UNet(nn.Module):
         if cond is not None and cond_mask is None and self.config.mask_padding:
             cond_mask = cond.ne(0).any(-1)  # (B, L)
             cond_mask[:, 0] = True
+        if cond is not None:  # 0. words attend to words in the text refiner, if there is one
+            cond = self.refine_text(cond, cond_mask)  # (B, L, D)
         # 1. embedding = MLP(sinusoidal(t)) + projected pooled text vector cond[:, 0]
         emb = self.time_mlp(timestep_embedding(t, self.config.base_channels))  # (B, emb_dim)
         if self.text_proj is not None:
@@ -247,6 +270,20 @@ class UNet(nn.Module):
                 h = stage(torch.cat([h, skips.pop()], dim=1), emb, cond, cond_mask)  # (B, ch + skip_ch, H, W)
         # 5. project back to the input channels
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, out_channels, H, W)
+
+    def refine_text(self, cond: torch.Tensor, cond_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Pass ``cond`` (B, L, D) through the text refiner -> (B, L, D); unchanged without one.
+
+        Words attend to words (not to padding: ``cond_mask`` (B, L), by default the rows that are not
+        all zero, plus <bos>), and padding rows stay zero, so cross-attention still tells them apart.
+        """
+        if not len(self.text_refiner):
+            return cond
+        keep = (cond.ne(0).any(-1) if cond_mask is None else cond_mask.bool()).clone()  # (B, L)
+        keep[:, 0] = True
+        for block in self.text_refiner:
+            cond = block(cond, keep)  # (B, L, D)
+        return cond * keep.unsqueeze(-1).to(cond.dtype)  # (B, L, D)
 
     @contextmanager
     def record_attention(self) -> Iterator[list[tuple[int, torch.Tensor]]]:

@@ -9,6 +9,7 @@ from minidiff.checkpoint import save_checkpoint
 from minidiff.judge import load_judge
 from minidiff.metrics import (
     EVAL_PROMPTS,
+    binding_probe,
     diversity,
     eval_prompts,
     evaluate_judge_cli,
@@ -179,3 +180,46 @@ def test_evaluate_cli_functions_report_every_attribute(pixel_run, capsys):
     assert judged["judge_ok"] and judged["judge_real"]["all"] >= 0.99
     out = capsys.readouterr().out
     assert "prompt adherence" in out and "judge accuracy" in out and "position" in out
+
+
+def token_stub(binds: bool):
+    """A pipeline whose ``encode`` writes known vectors: one-hot of each word, plus, when ``binds``, the
+    colour of a shape word's own object (and the shape of a colour word's) or, when not, of both
+    objects' colours and shapes (a bag of words)."""
+    from types import SimpleNamespace
+
+    from minidiff.shapes import COLOURS, SHAPES
+
+    index = {w: i for i, w in enumerate(COLOURS + SHAPES)}
+
+    def encode(prompts):
+        out = torch.zeros(len(prompts), 12, len(index))  # (B, L, D)
+        for b, prompt in enumerate(prompts):
+            words = prompt.split()
+            named = [w for w in words if w in index]
+            for i, w in enumerate(words):
+                if w in COLOURS:
+                    partner = [words[i + 1]] if binds else [v for v in named if v in SHAPES]
+                elif w in SHAPES:
+                    partner = [words[i - 1]] if binds else [v for v in named if v in COLOURS]
+                else:
+                    continue
+                for v in [w, *partner]:
+                    out[b, i + 1, index[v]] += 1.0
+        return out
+
+    refiner = SimpleNamespace(text_refiner=[None], refine_text=lambda c: 2 * c)  # a refiner that rescales
+    return SimpleNamespace(encode=encode, unet=refiner)
+
+
+def test_binding_probe_tells_bound_tokens_from_a_bag_of_words():
+    bound = binding_probe(token_stub(binds=True))
+    for view in ("frozen", "refined"):  # the stub's refiner only rescales: the same answers
+        assert bound[view]["shape -> own colour"] == 1.0 and bound[view]["colour -> own shape"] == 1.0
+        # the other object's attribute is not in the token; only "it differs from mine" is
+        assert bound[view]["shape -> other colour"] <= 0.3 and bound[view]["colour -> other shape"] <= 0.45
+    bag = binding_probe(token_stub(binds=False))["frozen"]
+    # both colours in every token, unordered: own and other are told apart no better than a coin flip
+    assert all(v == pytest.approx(0.5, abs=0.05) for v in bag.values())
+    assert bound["chance"] == {"shape -> own colour": 1 / 6, "shape -> other colour": 1 / 6,
+                               "colour -> own shape": 1 / 4, "colour -> other shape": 1 / 4}

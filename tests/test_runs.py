@@ -147,6 +147,14 @@ def test_init_fine_tunes_from_another_run_and_reuses_its_frozen_stages(tmp_path,
     unet = unet_stage(config, None, encoder, tokenizer, vae, torch.device("cpu")).model
     saved, _ = load_checkpoint(first / "unet")
     assert all(torch.equal(v, saved[k]) for k, v in unet.state_dict().items())
+    # a U-Net that adds a text refiner to the init's keeps the refiner's identity initialisation
+    refined = train_config("tiny", init=str(first),
+                           unet_overrides={**config.unet_overrides, "text_layers": 1})
+    unet2 = unet_stage(refined, None, encoder, tokenizer, vae, torch.device("cpu")).model
+    assert len(unet2.text_refiner) == 1
+    assert all(torch.equal(v, unet2.state_dict()[k]) for k, v in saved.items())
+    z, t, cond = torch.randn(2, 4, 8, 8), torch.tensor([10, 900]), torch.randn(2, 5, encoder.config.dim)
+    assert torch.equal(unet2(z, t, cond), unet(z, t, cond))
     out, _ = run_cli(capsys, "train", "--preset", "tiny", "--init", first, "--steps", 6, "--lr", 3e-4,
                      "--seed", 1, "--out", second, "--threads", "1")
     assert "text_encoder_s" not in out and "vae_s" not in out and "step=6" in out  # only the U-Net trained

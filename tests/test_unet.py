@@ -82,6 +82,7 @@ def test_unknown_preset_lists_valid_ones():
     ("heads", 3, "heads=3 must divide every level width"),
     ("num_res_blocks", 0, "num_res_blocks=0"),
     ("dropout", 1.0, "dropout=1.0"),
+    ("text_layers", -1, "text_layers=-1 must be >= 0"),
 ])
 def test_bad_config_is_named(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -216,3 +217,58 @@ def test_tiny_unet_overfits_a_fixed_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 10, losses[::10]
+
+
+def randomise_refiner(model: UNet) -> UNet:
+    """Give the zero-initialised text refiner random residual branches, so it changes cond."""
+    for block in model.text_refiner:
+        for layer in (block.proj, block.mlp[-1]):
+            nn.init.normal_(layer.weight, std=0.3)
+    return model
+
+
+def test_text_refiner_starts_as_the_identity_of_a_trained_unet():
+    """A refiner added to a U-Net's weights (train --init) leaves every output exactly as it was."""
+    old, new = make(), make(text_layers=2)
+    fresh = {k: v for k, v in new.state_dict().items() if k.startswith("text_refiner.")}
+    assert fresh and set(new.state_dict()) - set(old.state_dict()) == set(fresh)
+    # built last, the refiner leaves every other layer's random init as it was under the same seed
+    assert all(torch.equal(v, new.state_dict()[k]) for k, v in old.state_dict().items())
+    randomise_output(old)
+    new.load_state_dict({**old.state_dict(), **fresh})
+    xt, t, cond = inputs()
+    cond[:, 3:] = 0
+    assert torch.equal(new(xt, t, cond), old(xt, t, cond))
+    with pytest.raises(ValueError, match="text_layers=1 must be >= 0; a refiner"):
+        UNetConfig(**{**TINY, "text_dim": None, "text_layers": 1})
+
+
+def test_text_refiner_mixes_words_but_never_padding():
+    """Trained (here: random) refiner blocks let a token's features depend on the other words, but
+    padding stays padding: masked or all-zero rows change nothing and get no attention."""
+    model = randomise_refiner(randomise_output(make(text_layers=1)))
+    xt, t, cond = inputs()
+    refined = []
+    model.text_refiner[0].register_forward_hook(lambda m, i, o: refined.append(o))
+    cond2 = cond.clone()
+    cond2[:, 2] = torch.randn_like(cond2[:, 2])  # change word 2 only
+    model(xt, t, cond), model(xt, t, cond2)
+    assert not torch.allclose(refined[0][:, 1], refined[1][:, 1])  # word 1 now sees word 2
+    mask = torch.tensor([[True, True, False, False, False]] * 2)
+    cond3 = cond.clone()
+    cond3[:, 2:] = torch.randn_like(cond3[:, 2:])
+    torch.testing.assert_close(model(xt, t, cond3, cond_mask=mask), model(xt, t, cond, cond_mask=mask))
+    cond[:, 3:] = 0
+    with model.record_attention() as records:
+        out = model(xt, t, cond)
+    assert all(torch.all(w[..., 3:] == 0) for _, w in records)
+    torch.testing.assert_close(out, model(xt, t, cond[:, :3]))
+
+
+def test_text_refiner_learns_from_the_denoising_loss():
+    """Zero-initialised, the refiner is the identity, yet its last layers get a gradient at once."""
+    model = randomise_output(make(text_layers=1)).train()
+    xt, t, cond = inputs()
+    model(xt, t, cond).square().mean().backward()
+    block = model.text_refiner[0]
+    assert block.proj.weight.grad.abs().sum() > 0 and block.mlp[-1].weight.grad.abs().sum() > 0
