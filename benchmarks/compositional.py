@@ -4,6 +4,7 @@
     python benchmarks/compositional.py train OUT_DIR --p-omit 0.6 --shipped-stages --steps 8000
     python benchmarks/compositional.py train OUT_DIR --p-omit colour=0.3,size=0.6,background=0.6
     python benchmarks/compositional.py train OUT_DIR --shipped-stages --text-layers 1  # a text refiner
+    python benchmarks/compositional.py train OUT_DIR --init shipped --text-layers 1 --steps 6000 --lr 3e-4
     python benchmarks/compositional.py heldout RUN_DIR|shipped JSON   # held-out combinations vs seen ones
     python benchmarks/compositional.py padding RUN_DIR|shipped [--unmasked]  # attention share on <pad> keys
     python benchmarks/compositional.py failures RUN_DIR|shipped JSON  # what the benchmark's misses get wrong
@@ -52,17 +53,18 @@ WORDINGS = ("a {c} {s}", "a {c} {s} on a gray background", "a large {c} {s}", "a
 
 def train(out: Path, holdout: tuple[tuple[str, ...], ...], minutes: float | None, steps: int | None,
           p_omit: float | dict[str, float] | None = None, shipped_stages: bool = False,
-          text_layers: int | None = None) -> dict:
+          text_layers: int | None = None, **fields: object) -> dict:
     """``train --preset shapes-compositional [--steps N]`` with the combinations ``holdout`` never drawn by
     any stage, captions leaving out each word with probability ``p_omit`` (default: the preset's);
     ``shipped_stages``: reuse the shipped judge, text encoder and VAE, so only the U-Net trains;
-    ``text_layers``: the U-Net's text refiner blocks (``UNetConfig.text_layers``; default: the preset's)."""
+    ``text_layers``: the U-Net's text refiner blocks (``UNetConfig.text_layers``; default: the preset's);
+    ``fields``: other TrainConfig fields (``init``, ``lr``, ``seed``) where they are not None."""
     config = train_config("shapes-compositional")
     options = {**config.data_options, "holdout": holdout}
     options.update({} if p_omit is None else {"p_omit": p_omit})
     unet = {**config.unet_overrides, **({} if text_layers is None else {"text_layers": text_layers})}
     config = dataclasses.replace(config, data_options=options, steps=steps or config.steps,
-                                 unet_overrides=unet)
+                                 unet_overrides=unet, **{k: v for k, v in fields.items() if v is not None})
     if shipped_stages:
         out.mkdir(parents=True, exist_ok=True)
         copy_frozen_stages(WEIGHTS_DIR, out, ["judge", "text_encoder", "vae"])
@@ -157,13 +159,17 @@ def main() -> None:
                         help="train: caption word-omission rate, or colour=R,size=R,background=R")
     parser.add_argument("--shipped-stages", action="store_true", help="train: only the U-Net trains")
     parser.add_argument("--text-layers", type=int, default=None, help="train: U-Net text refiner blocks")
+    parser.add_argument("--init", default=None, help="train: fine-tune from this run's U-Net (or shipped)")
+    parser.add_argument("--lr", type=float, default=None, help="train: the U-Net's peak learning rate")
+    parser.add_argument("--seed", type=int, default=None, help="train: the run's seed")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = None if args.path == "shipped" else args.path
     if args.command == "train":
         result = train(Path(args.path), tuple(tuple(c.split("+")) for c in args.holdout), args.minutes,
-                       args.steps, args.p_omit, args.shipped_stages, args.text_layers)
+                       args.steps, args.p_omit, args.shipped_stages, args.text_layers, init=args.init,
+                       lr=args.lr, seed=args.seed)
     elif args.command == "heldout":
         result = held_out(run)
     elif args.command == "failures":
