@@ -10,6 +10,7 @@
     python benchmarks/compositional.py failures RUN_DIR|shipped JSON  # what the benchmark's misses get wrong
     python benchmarks/compositional.py wording RUN_DIR|shipped JSON  # object count against prompt length
     python benchmarks/compositional.py binding RUN_DIR|shipped JSON  # does a noun's token know its colour?
+    python benchmarks/compositional.py attention RUN_DIR|shipped JSON  # where each object's pixels attend
 
 ``train``: the shipped preset with some combinations never drawn by any stage (text, VAE, U-Net).
 ``heldout``: 16 seeds per prompt; an image counts when the judge finds everything the prompt names.
@@ -22,6 +23,10 @@ at the center"), every colour and shape, 4 seeds each: the share of images with 
 ``binding``: ``metrics.binding_probe``, linear probes that read from a shape word's token its own colour
 and the other object's (and from a colour word's token its shape), before and after the U-Net's text
 refiner if it has one.
+``attention``: two-colour prompts (ATTENTION_PROMPTS), 8 seeds each; in each finished image, the cells
+whose pixels show a named colour (within 0.15 of its RGB) form that object's region; the share of those
+cells' cross-attention (every step, level and head; the prompt's branch) on the object's own colour and
+shape words and on the other object's. Own = other means attention does not route words to objects.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ HELD_OUT = {"held_out": ["a purple triangle", "a small purple triangle", "a larg
             "seen": ["a purple circle", "a green triangle", "a purple square", "two squares", "four squares",
                      "three triangles"]}
 HELD_OUT_SEEDS = 16
+ATTENTION_PROMPTS = ("a red circle and a blue square", "a blue square and a red circle",
+                     "a green triangle and a yellow diamond", "a purple circle and an orange square",
+                     "a yellow circle to the left of a blue square")
 TWO_OBJECT_PROMPT = "a small red circle and a large blue square on a white background"
 WORDINGS = ("a {c} {s}", "a {c} {s} on a gray background", "a large {c} {s}", "a large {c} {s} at the center",
             "two {c} {s}s")
@@ -138,6 +146,45 @@ def padding(run: str | None, unmasked: bool, prompt: str = TWO_OBJECT_PROMPT) ->
     return sum(padding_attention_share(pipe, prompt, seed=s, unmasked=unmasked) for s in range(4)) / 4
 
 
+@torch.no_grad()
+def attention(run: str | None, seeds: int = 8) -> dict[str, float]:
+    """Mean cross-attention share of each colour region on its own / the other object's words."""
+    import torch.nn.functional as F
+
+    from minidiff.shapes import RGB
+
+    pipe, sums, regions = load_pipeline(run, device="cpu"), dict.fromkeys(
+        ("own colour", "other colour", "own shape", "other shape", "uniform share"), 0.0), 0
+    for prompt in ATTENTION_PROMPTS:
+        words = prompt.split()  # word i is token i + 1
+        colours = [w for w in words if w in RGB]
+        shapes = [words[words.index(c) + 1] for c in colours]
+        for seed in range(seeds):
+            with pipe.unet.record_attention() as records:
+                image = (pipe([prompt], seeds=seed)[0] + 1) / 2  # (3, H, W) in [0, 1]
+            side = max(int(w.shape[-2] ** 0.5) for _, w in records)  # the finest attention grid
+            maps = []
+            for _, w in records:  # w (2, heads, N, L): [negative prompt, prompt]; level maps up to side
+                s = int(w.shape[-2] ** 0.5)
+                grid = w[-1].mean(0).reshape(s, s, -1)  # (s, s, L)
+                maps.append(grid.repeat_interleave(side // s, 0).repeat_interleave(side // s, 1))
+            att = torch.stack(maps).mean(0).reshape(side * side, -1)  # (cells, L)
+            for k, colour in enumerate(colours):
+                near = (image - torch.tensor(RGB[colour]).view(3, 1, 1)).abs().amax(0) < 0.15  # (H, W)
+                cells = F.adaptive_avg_pool2d(near[None, None].float(), side).flatten() > 0.5  # (cells,)
+                if not cells.any():
+                    continue
+                a = att[cells].mean(0)  # (L,)
+                token = {w: i + 1 for i, w in enumerate(words)}
+                sums["own colour"] += a[token[colour]].item()
+                sums["other colour"] += a[token[colours[1 - k]]].item()
+                sums["own shape"] += a[token[shapes[k]]].item()
+                sums["other shape"] += a[token[shapes[1 - k]]].item()
+                sums["uniform share"] += 1 / (len(words) + 2)  # each real token's share if none is preferred
+                regions += 1
+    return {**{k: v / regions for k, v in sums.items()}, "regions": regions}
+
+
 def omission(text: str) -> float | dict[str, float]:
     """``--p-omit``: one rate ("0.6") or one per attribute ("colour=0.3,size=0.6,background=0.6")."""
     if "=" not in text:
@@ -148,7 +195,8 @@ def omission(text: str) -> float | dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("train", "heldout", "padding", "failures", "wording", "binding"))
+    parser.add_argument("command", choices=("train", "heldout", "padding", "failures", "wording", "binding",
+                                                   "attention"))
     parser.add_argument("path")
     parser.add_argument("json", nargs="?")
     parser.add_argument("--minutes", type=float, default=None, help="train: bound the U-Net stage")
@@ -178,6 +226,8 @@ def main() -> None:
         result = wording(run)
     elif args.command == "binding":
         result = binding_probe(load_pipeline(run, device="cpu"))
+    elif args.command == "attention":
+        result = attention(run)
     else:
         result = {"padding_share": padding(run, args.unmasked), "unmasked": args.unmasked,
                   "prompt": TWO_OBJECT_PROMPT}

@@ -319,7 +319,9 @@ def binding_probe(pipe: Any, templates: Sequence[str] = BINDING_TEMPLATES) -> di
     in ``cond`` (B, L, D), the colour of that shape ("shape -> own colour") or of the other one, and
     the shape a colour word belongs to; they fit on two thirds of the combinations and are scored on
     the rest. "own" far above "other" means the token binds; both alike mean a bag of words, and a
-    pixel drawing the circle cannot find its colour by attending to "circle". Keys ``frozen`` (the
+    pixel drawing the circle cannot find its colour by attending to "circle". "object word cosine"
+    is the mean cosine similarity of a prompt's four object-word tokens: near 1, every key looks alike
+    and cross-attention can hardly pick one word over another. Keys ``frozen`` (the
     text encoder's tokens), ``refined`` (after ``UNet.refine_text``, when the U-Net has a refiner) and
     ``chance``.
     """
@@ -334,6 +336,7 @@ def binding_probe(pipe: Any, templates: Sequence[str] = BINDING_TEMPLATES) -> di
     if len(getattr(pipe.unet, "text_refiner", ())):
         views["refined"] = []
     labels = []  # per object: (its shape, its colour, the other's shape, the other's colour, held out)
+    cosines: dict[str, list[float]] = {name: [] for name in views}  # per prompt: its 4 object words' cosine
     for template in templates:
         prompts = [template.format(c1=c1, s1=s1, c2=c2, s2=s2) for c1, s1, c2, s2 in combos]
         cond = pipe.encode(prompts)  # (N, L, D)
@@ -347,6 +350,9 @@ def binding_probe(pipe: Any, templates: Sequence[str] = BINDING_TEMPLATES) -> di
                 for name, x in refined.items():
                     views[name].append(torch.stack([x[n, noun + 1], x[n, noun]]))  # (2, D): shape, colour
                 labels.append((*own, *other, n % 3 == 0))
+            for name in refined:
+                tokens = torch.nn.functional.normalize(torch.stack(views[name][-2:]).flatten(0, 1), dim=-1)
+                cosines[name].append(((tokens @ tokens.T).sum().item() - 4) / 12)  # mean of the 6 pairs
     fit = numpy.array([not lab[4] for lab in labels])
     tasks = {"shape -> own colour": (0, 1), "shape -> other colour": (0, 3),
              "colour -> own shape": (1, 0), "colour -> other shape": (1, 2)}  # (token, label index)
@@ -358,6 +364,7 @@ def binding_probe(pipe: Any, templates: Sequence[str] = BINDING_TEMPLATES) -> di
             y = numpy.array([lab[k] for lab in labels])
             probe = LogisticRegression(max_iter=5000).fit(x[fit, token], y[fit])
             result[name][task] = float(probe.score(x[~fit, token], y[~fit]))
+        result[name]["object word cosine"] = sum(cosines[name]) / len(cosines[name])
     result["chance"] = {task: 1 / (len(COLOURS) if "colour" in task.split()[-1] else len(SHAPES))
                         for task in tasks}
     return result

@@ -218,7 +218,11 @@ def test_binding_probe_tells_bound_tokens_from_a_bag_of_words():
         assert bound[view]["shape -> own colour"] == 1.0 and bound[view]["colour -> own shape"] == 1.0
         # the other object's attribute is not in the token; only "it differs from mine" is
         assert bound[view]["shape -> other colour"] <= 0.3 and bound[view]["colour -> other shape"] <= 0.45
+    # bound: "red" = "circle" = red + circle, "blue" = "square": 2 of the 6 pairs alike, 4 orthogonal
+    assert bound["frozen"]["object word cosine"] == pytest.approx(1 / 3)
     bag = binding_probe(token_stub(binds=False))["frozen"]
+    # a bag: every token is its word + the 2 words of the other kind, so any two share 2 of 3 parts
+    assert bag.pop("object word cosine") == pytest.approx(2 / 3)
     # both colours in every token, unordered: own and other are told apart no better than a coin flip
     assert all(v == pytest.approx(0.5, abs=0.05) for v in bag.values())
     assert bound["chance"] == {"shape -> own colour": 1 / 6, "shape -> other colour": 1 / 6,
