@@ -159,6 +159,7 @@ def attention(run: str | None, seeds: int = 8) -> dict[str, float]:
         words = prompt.split()  # word i is token i + 1
         colours = [w for w in words if w in RGB]
         shapes = [words[words.index(c) + 1] for c in colours]
+        token = {w: i + 1 for i, w in enumerate(words)}
         for seed in range(seeds):
             with pipe.unet.record_attention() as records:
                 image = (pipe([prompt], seeds=seed)[0] + 1) / 2  # (3, H, W) in [0, 1]
@@ -175,7 +176,6 @@ def attention(run: str | None, seeds: int = 8) -> dict[str, float]:
                 if not cells.any():
                     continue
                 a = att[cells].mean(0)  # (L,)
-                token = {w: i + 1 for i, w in enumerate(words)}
                 sums["own colour"] += a[token[colour]].item()
                 sums["other colour"] += a[token[colours[1 - k]]].item()
                 sums["own shape"] += a[token[shapes[k]]].item()

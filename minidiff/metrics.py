@@ -340,17 +340,17 @@ def binding_probe(pipe: Any, templates: Sequence[str] = BINDING_TEMPLATES) -> di
     for template in templates:
         prompts = [template.format(c1=c1, s1=s1, c2=c2, s2=s2) for c1, s1, c2, s2 in combos]
         cond = pipe.encode(prompts)  # (N, L, D)
-        refined = {"frozen": cond}
+        by_view = {"frozen": cond}
         if "refined" in views:
-            refined["refined"] = pipe.unet.refine_text(cond)  # (N, L, D)
+            by_view["refined"] = pipe.unet.refine_text(cond)  # (N, L, D)
         for n, (prompt, (c1, s1, c2, s2)) in enumerate(zip(prompts, combos)):
             words = prompt.split()  # word i is token i + 1 (<bos> is token 0)
             objects = ((words.index(s1), (s1, c1), (s2, c2)), (len(words) - 1, (s2, c2), (s1, c1)))
             for noun, own, other in objects:
-                for name, x in refined.items():
+                for name, x in by_view.items():
                     views[name].append(torch.stack([x[n, noun + 1], x[n, noun]]))  # (2, D): shape, colour
                 labels.append((*own, *other, n % 3 == 0))
-            for name in refined:
+            for name in by_view:
                 tokens = torch.nn.functional.normalize(torch.stack(views[name][-2:]).flatten(0, 1), dim=-1)
                 cosines[name].append(((tokens @ tokens.T).sum().item() - 4) / 12)  # mean of the 6 pairs
     fit = numpy.array([not lab[4] for lab in labels])
