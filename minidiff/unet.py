@@ -122,7 +122,7 @@ PRESETS: dict[str, UNetConfig] = {
 }
 
 
-def real_tokens(cond: torch.Tensor) -> torch.Tensor:
+def _real_tokens(cond: torch.Tensor) -> torch.Tensor:
     """cond (B, L, D) -> (B, L) bool: True where a row is not all zeros (padding, see encode_prompts),
     and always at token 0 (<bos>), so a query never has nothing to attend to."""
     keep = cond.ne(0).any(-1)  # (B, L)
@@ -247,7 +247,7 @@ class UNet(nn.Module):
         if cond is not None and cond.shape[0] != xt.shape[0]:
             cond = cond.expand(xt.shape[0], -1, -1)  # (B, L, D)
         if cond is not None and cond_mask is None and self.config.mask_padding:
-            cond_mask = real_tokens(cond)  # (B, L)
+            cond_mask = _real_tokens(cond)  # (B, L)
         if cond is not None:  # 0. words attend to words in the text refiner, if there is one
             cond = self.refine_text(cond, cond_mask)  # (B, L, D)
         # 1. embedding = MLP(sinusoidal(t)) + projected pooled text vector cond[:, 0]
@@ -286,7 +286,7 @@ class UNet(nn.Module):
         """
         if not len(self.text_refiner):
             return cond
-        keep = real_tokens(cond) if cond_mask is None else cond_mask.bool().clone()  # (B, L)
+        keep = _real_tokens(cond) if cond_mask is None else cond_mask.bool().clone()  # (B, L)
         keep[:, 0] = True
         for block in self.text_refiner:
             cond = block(cond, keep)  # (B, L, D)
