@@ -5,6 +5,7 @@
     python benchmarks/compositional.py train OUT_DIR --p-omit colour=0.3,size=0.6,background=0.6
     python benchmarks/compositional.py train OUT_DIR --shipped-stages --text-layers 1  # a text refiner
     python benchmarks/compositional.py train OUT_DIR --init shipped --text-layers 1 --steps 6000 --lr 3e-4
+    python benchmarks/compositional.py phrase-encoder OUT_DIR [--steps 600 --lr 1e-3]  # tokens that bind
     python benchmarks/compositional.py heldout RUN_DIR|shipped JSON   # held-out combinations vs seen ones
     python benchmarks/compositional.py padding RUN_DIR|shipped [--unmasked]  # attention share on <pad> keys
     python benchmarks/compositional.py failures RUN_DIR|shipped JSON  # what the benchmark's misses get wrong
@@ -13,6 +14,9 @@
     python benchmarks/compositional.py attention RUN_DIR|shipped JSON  # where each object's pixels attend
 
 ``train``: the shipped preset with some combinations never drawn by any stage (text, VAE, U-Net).
+``phrase-encoder``: the shipped tiny CLIP fine-tuned with ``text.phrase_loss`` beside its contrastive
+loss (``CLIPConfig.phrase_weight`` 1), into OUT_DIR with the shipped judge, VAE and U-Net beside it, so
+that ``train --init OUT_DIR`` fine-tunes the U-Net on its tokens; prints retrieval and ``binding_probe``.
 ``heldout``: 16 seeds per prompt; an image counts when the judge finds everything the prompt names.
 ``padding``: ``metrics.padding_attention_share`` over 4 seeds; with ``--unmasked`` the model sees pad
 rows as the encoder outputs them and no mask (the behaviour before masking).
@@ -36,15 +40,26 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
+from minidiff.checkpoint import pick_device
 from minidiff.compositional import COMPOSITIONAL_SEEDS, compositional_prompts
 from minidiff.judge import load_judge, predict_scenes, score_scene, shows_prompt
 from minidiff.metrics import binding_probe, generate, padding_attention_share
 from minidiff.pipeline import WEIGHTS_DIR, load_pipeline
-from minidiff.runs import copy_frozen_stages, train_config, train_preset
+from minidiff.runs import copy_frozen_stages, make_source, train_config, train_preset
 from minidiff.shapes import COLOURS, SHAPES, ShapesConfig, make_shapes, parse_caption
+from minidiff.text import (
+    SHIPPED_WEIGHTS,
+    clip_stage,
+    encode_prompts,
+    load_clip,
+    retrieval_accuracy,
+    save_text_encoder,
+)
+from minidiff.training import fit
 
 HELD_OUT = {"held_out": ["a purple triangle", "a small purple triangle", "a large purple triangle",
                          "three squares", "three small squares", "three red squares"],
@@ -81,6 +96,26 @@ def train(out: Path, holdout: tuple[tuple[str, ...], ...], minutes: float | None
     timings["total_s"] = round(time.perf_counter() - start, 1)
     (out / "timings.json").write_text(json.dumps(timings, indent=1, default=str))
     return timings
+
+
+def phrase_encoder(out: Path, steps: int, lr: float) -> dict:
+    """Fine-tune the shipped TinyCLIP with the phrase loss (batch 128, seed 0); save it into ``out`` beside
+    copies of the shipped judge, VAE and U-Net; its held-out retrieval and binding probe."""
+    shipped, source = load_clip(SHIPPED_WEIGHTS), make_source(train_config("shapes-compositional"))
+    config = dataclasses.replace(shipped.config, phrase_weight=1.0)
+    stage = clip_stage(config, source, steps, init=shipped, lr=lr)
+    start = time.perf_counter()
+    fit(stage, progress=False, device=pick_device("cpu"))
+    seconds = time.perf_counter() - start
+    clip = stage.model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    save_text_encoder(clip, clip.tokenizer, out / "text_encoder")
+    copy_frozen_stages(WEIGHTS_DIR, out, ["judge", "vae", "unet"])
+    pipe = SimpleNamespace(encode=lambda p: encode_prompts(clip.text_encoder, clip.tokenizer, list(p)),
+                           unet=None)  # all that binding_probe reads of a pipeline
+    return {"steps": steps, "lr": lr, "seconds": round(seconds, 1),
+            "retrieval": retrieval_accuracy(clip, *source.held_out(1000), source=source),
+            "binding_probe": binding_probe(pipe)}
 
 
 def held_out(run: str | None) -> dict[str, float]:
@@ -195,8 +230,8 @@ def omission(text: str) -> float | dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("train", "heldout", "padding", "failures", "wording", "binding",
-                                                   "attention"))
+    parser.add_argument("command", choices=("train", "phrase-encoder", "heldout", "padding", "failures",
+                                            "wording", "binding", "attention"))
     parser.add_argument("path")
     parser.add_argument("json", nargs="?")
     parser.add_argument("--minutes", type=float, default=None, help="train: bound the U-Net stage")
@@ -218,6 +253,8 @@ def main() -> None:
         result = train(Path(args.path), tuple(tuple(c.split("+")) for c in args.holdout), args.minutes,
                        args.steps, args.p_omit, args.shipped_stages, args.text_layers, init=args.init,
                        lr=args.lr, seed=args.seed)
+    elif args.command == "phrase-encoder":
+        result = phrase_encoder(Path(args.path), args.steps or 600, args.lr or 1e-3)
     elif args.command == "heldout":
         result = held_out(run)
     elif args.command == "failures":

@@ -87,3 +87,25 @@ def parse_caption(text: str) -> Scene:
         raise ValueError(f"{text!r}: a relation ({RELATIONS}) goes between two single objects without "
                          "positions, e.g. 'a red circle to the left of a blue square'")
     return Scene(background, tuple(o for seg in objects for o in seg), relations[0] if relations else None)
+
+
+def phrases(text: str) -> list[int | None]:
+    """Which object phrase each word of ``split_words(text)`` belongs to: 0, 1, ... in the order
+    ``parse_caption`` reads the objects (a count, "three red circles", is one phrase), or None for the
+    words between phrases ("and", a relation) and for the background ("on a gray background").
+
+    "a red circle to the left of a blue square" -> [0, 0, 0, None, None, None, None, 1, 1, 1]. It is what
+    the text encoder's phrase loss (``text.phrase_loss``) learns from: the words that share a phrase
+    describe one object, so "circle" must know it is the red one.
+    """
+    words = split_words(text)
+    joins = {i for i, word in enumerate(words) if word in ("and", "above", "below")}
+    joins |= {j for i, word in enumerate(words) if word == "of" and words[i - 3: i - 1] == ["to", "the"]
+              for j in range(i - 3, i + 1)}  # "to the left of", "to the right of"
+    background = {j for i, word in enumerate(words) if word == "background" for j in (i - 1, i)}
+    out: list[int | None] = []
+    phrase = 0
+    for i in range(len(words)):
+        out.append(None if i in joins or i in background else phrase)
+        phrase += i in joins and i + 1 not in joins  # a join ends the phrase before it
+    return out

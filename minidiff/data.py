@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from minidiff.captions import phrases as caption_phrases
 from minidiff.shapes import (
     MAX_RESOLUTION,
     MIN_RESOLUTION,
@@ -74,6 +75,10 @@ class ShapesSource:
     def vocabulary(self) -> list[str]:
         """Every word a caption can contain."""
         return shapes_vocabulary()
+
+    def phrases(self, captions: Sequence[str]) -> list[list[int | None]]:
+        """Per caption, the object phrase of each word (``captions.phrases``), for ``text.phrase_loss``."""
+        return [caption_phrases(c) for c in captions]
 
     def same(self, captions: Sequence[str]) -> torch.Tensor:
         """(B, B) bool: do captions i and j describe one scene? (Paraphrases of a scene are equal.)"""

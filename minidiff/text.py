@@ -4,7 +4,9 @@ The diffusion model never sees words. It sees ``cond``, the per-token outputs (B
 text encoder. That encoder is trained first, contrastively against a small image encoder on
 captioned shapes (CLIP, Radford et al. 2021), so that its outputs tell colours, shapes, sizes,
 positions and backgrounds apart. Token 0 of every sequence is <bos>; its output is the pooled text
-vector.
+vector. CLIP's loss trains only that pooled vector, and leaves every other token a bag of the
+prompt's words; with ``phrase_weight`` > 0 each word's token also learns to name the words of its own
+phrase (``phrase_loss``), so the token of "circle" in "a red circle and a blue square" says red.
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ class CLIPConfig:
     embed_dim: int = 64
     image_channels: tuple[int, ...] = (32, 64, 128)
     in_channels: int = 3  # 1 for grayscale data
+    phrase_weight: float = 0.0  # weight of phrase_loss beside clip_loss; 0: plain CLIP, no phrase head
 
     @classmethod
     def from_preset(cls, name: str) -> CLIPConfig:
@@ -144,7 +147,7 @@ class CLIPConfig:
     def from_dict(cls, d: dict[str, Any]) -> CLIPConfig:
         """Inverse of dataclasses.asdict (as stored in a checkpoint's JSON)."""
         return cls(TextEncoderConfig(**d["text"]), d["embed_dim"], tuple(d["image_channels"]),
-                   d.get("in_channels", 3))
+                   d.get("in_channels", 3), d.get("phrase_weight", 0.0))
 
 
 PRESETS = {"cpu": CLIPConfig(),  # the defaults above
@@ -214,11 +217,16 @@ class TinyCLIP(nn.Module):
         self.text_projection = nn.Linear(config.text.dim, config.embed_dim, bias=False)
         self.image_encoder = ImageEncoder(config.embed_dim, config.image_channels, config.in_channels)
         self.logit_scale = nn.Parameter(torch.tensor(INIT_LOGIT_SCALE))
+        # one logit per vocabulary word: is it in this token's phrase? (phrase_loss; absent in plain CLIP)
+        dim, vocab = config.text.dim, config.text.vocab_size
+        self.phrase_head = nn.Linear(dim, vocab) if config.phrase_weight else None
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         """tokens (B, L) -> unit-norm text embeddings (B, E) from the pooled <bos> output."""
-        pooled = self.text_encoder(tokens)[:, 0]  # (B, D)
-        return F.normalize(self.text_projection(pooled), dim=-1)  # (B, E)
+        return self._pool(self.text_encoder(tokens))
+
+    def _pool(self, features: Tensor) -> Tensor:
+        return F.normalize(self.text_projection(features[:, 0]), dim=-1)  # (B, L, D) -> (B, E)
 
     def encode_image(self, images: Tensor) -> Tensor:
         """images (B, 3, H, W) -> unit-norm image embeddings (B, E)."""
@@ -229,10 +237,13 @@ class TinyCLIP(nn.Module):
         tokens = self.tokenizer.encode(captions, self.config.text.max_len)  # (B, L)
         return self.encode_text(tokens.to(self.logit_scale.device))
 
-    def forward(self, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """-> (image embeddings (B, E), text embeddings (B, E), log logit scale clamped at log 100)."""
-        return (self.encode_image(images), self.encode_text(tokens),
-                self.logit_scale.clamp(max=MAX_LOGIT_SCALE))
+    def forward(self, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """-> (image embeddings (B, E), text embeddings (B, E), log logit scale clamped at log 100, the
+        phrase head's logits (B, L, vocab_size) or None without one)."""
+        features = self.text_encoder(tokens)  # (B, L, D)
+        words = None if self.phrase_head is None else self.phrase_head(features)
+        return (self.encode_image(images), self._pool(features), self.logit_scale.clamp(max=MAX_LOGIT_SCALE),
+                words)
 
 
 def clip_loss(img_emb: Tensor, txt_emb: Tensor, logit_scale: Tensor | float,
@@ -258,6 +269,34 @@ def clip_loss(img_emb: Tensor, txt_emb: Tensor, logit_scale: Tensor | float,
     return (loss_i + loss_t) / 2
 
 
+def phrase_loss(word_logits: Tensor, tokens: Tensor, phrase: Tensor) -> Tensor:
+    """Every word's token names the words of its own phrase: binary cross-entropy -> scalar.
+
+    word_logits: (B, L, V), one logit per vocabulary word; tokens: (B, L) ids; phrase: (B, L) long,
+    each token's phrase index (``captions.phrases``), -1 for tokens in none (<bos>, "and", padding).
+    The target of token i is the multi-hot (V,) of the words whose phrase is i's; the loss sums over
+    the vocabulary and averages over the tokens in a phrase. Read from "circle", "red" is a target in
+    "a red circle and a blue square" and "blue" is not: a bag of words cannot score well.
+    """
+    if not (word_logits.shape[:2] == tokens.shape == phrase.shape):
+        raise ValueError(f"word_logits (B, L, V), tokens (B, L) and phrase (B, L) must agree, got "
+                         f"{tuple(word_logits.shape)}, {tuple(tokens.shape)}, {tuple(phrase.shape)}")
+    real = phrase >= 0  # (B, L)
+    same = (phrase[:, :, None] == phrase[:, None, :]) & real[:, None, :]  # (B, L, L): j in i's phrase
+    target = (same.to(word_logits.dtype) @ F.one_hot(tokens, word_logits.shape[-1]).to(word_logits.dtype))
+    bce = F.binary_cross_entropy_with_logits(word_logits, target.clamp(max=1), reduction="none").sum(-1)
+    return (bce * real).sum() / real.sum().clamp(min=1)  # (B, L) -> mean over tokens in a phrase
+
+
+def phrase_ids(phrases: list[list[int | None]], length: int) -> Tensor:
+    """Per caption, the phrase of each word (``captions.phrases``) -> (B, length) long, aligned with
+    ``Tokenizer.encode``: word i is token i + 1 (after <bos>); -1 for <bos>, <eos>, padding and None."""
+    out = torch.full((len(phrases), length), -1, dtype=torch.long)
+    for b, row in enumerate(phrases):
+        out[b, 1: len(row) + 1] = torch.tensor([-1 if p is None else p for p in row], dtype=torch.long)
+    return out
+
+
 @torch.no_grad()
 def retrieval_accuracy(clip: TinyCLIP, images: Tensor, captions: list[str], batch_size: int = 256,
                        source: Any = None) -> dict[str, float]:
@@ -281,12 +320,15 @@ def retrieval_accuracy(clip: TinyCLIP, images: Tensor, captions: list[str], batc
 
 
 def clip_stage(config: CLIPConfig | str, source: Any, steps: int, batch_size: int = 128,
-               seed: int = 0) -> Any:
+               seed: int = 0, init: TinyCLIP | None = None, lr: float = LEARNING_RATE) -> Any:
     """The text stage for the one training loop: a TinyCLIP, its clip_loss, and source batches.
 
     The tokenizer's vocabulary is every word of the source's captions. Batch at step s is
     ``source.batch(batch_size, training.step_seed(seed, s, rank))``; pairs that describe the same thing
-    are all positives (``source.same``).
+    are all positives (``source.same``). With ``config.phrase_weight`` > 0 and a source that knows its
+    captions' phrases (``source.phrases``: shapes), the loss adds that weight times ``phrase_loss``.
+    ``init``: start from this TinyCLIP's weights (same tokenizer and towers; a phrase head it lacks starts
+    fresh) instead of from scratch, to fine-tune.
     """
     from minidiff.training import Stage, step_seed
 
@@ -294,20 +336,32 @@ def clip_stage(config: CLIPConfig | str, source: Any, steps: int, batch_size: in
     tokenizer = Tokenizer(source.vocabulary())
     config = dataclasses.replace(config, in_channels=source.channels,
                                  text=dataclasses.replace(config.text, vocab_size=len(tokenizer)))
+    if config.phrase_weight and not hasattr(source, "phrases"):
+        config = dataclasses.replace(config, phrase_weight=0.0)  # no phrases to learn from: plain CLIP
     torch.manual_seed(seed)
     clip = TinyCLIP(config, tokenizer)
+    if init is not None:
+        if init.tokenizer.tokens != tokenizer.tokens:
+            raise ValueError("init's tokenizer differs from this source's vocabulary; fine-tune it on the "
+                             "data it was trained on")
+        missing, unexpected = clip.load_state_dict(init.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("phrase_head.") for k in missing):
+            raise ValueError(f"init does not fit config: missing {missing}, unexpected {unexpected}")
 
-    def batch(step: int, rank: int) -> tuple[Tensor, Tensor, Tensor]:
+    def batch(step: int, rank: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         images, captions = source.batch(batch_size, step_seed(seed, step, rank))
         tokens = tokenizer.encode(captions, config.text.max_len)  # (B, L)
         tokens = tokens[:, : int((tokens != PAD_ID).sum(1).max())]  # (B, L'): drop all-pad columns
-        return images, tokens, source.same(captions)
+        phrase = phrase_ids(source.phrases(captions), tokens.shape[1]) if config.phrase_weight else tokens
+        return images, tokens, source.same(captions), phrase
 
-    def loss(model: nn.Module, b: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        dev = clip.logit_scale.device
-        return clip_loss(*model(b[0].to(dev), b[1].to(dev)), same=b[2].to(dev))
+    def loss(model: nn.Module, b: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+        images, tokens, same, phrase = (x.to(clip.logit_scale.device) for x in b)
+        img, txt, scale, words = model(images, tokens)
+        total = clip_loss(img, txt, scale, same=same)
+        return total if words is None else total + config.phrase_weight * phrase_loss(words, tokens, phrase)
 
-    return Stage("text_encoder", clip, loss, batch, steps, LEARNING_RATE, batch_size,
+    return Stage("text_encoder", clip, loss, batch, steps, lr, batch_size,
                  min(WARMUP_STEPS, steps), WEIGHT_DECAY, grad_clip=1.0, seed=seed)
 
 

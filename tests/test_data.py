@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minidiff.captions import phrases
 from minidiff.shapes import (
     BACKGROUNDS,
     HALF_EXTENT,
@@ -61,6 +62,33 @@ def test_caption_parse_round_trip_every_template_and_kind(seed, p_omit, kind):
             assert said == s  # position captions name everything
         else:
             assert all(o.position is None for o in said.objects) and len(said.objects) == len(s.objects)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31), p_omit=st.sampled_from([0.0, 0.6]), kind=st.sampled_from(KINDS))
+def test_phrases_split_a_caption_into_its_objects(seed, p_omit, kind):
+    """The words of phrase k, read alone, are exactly the k-th group of objects; words in no phrase
+    name no object (they join phrases or say the background)."""
+    g = torch.Generator().manual_seed(seed)
+    for s in scenes(10, seed, kinds={kind: 1.0}):
+        said = describe(s, p_omit, g)
+        for k in range(TEMPLATES):
+            text = caption(said, k)
+            words, index = split_words(text), phrases(text)
+            assert len(index) == len(words)
+            count = max(i for i in index if i is not None) + 1
+            groups = [" ".join(w for w, i in zip(words, index) if i == n) for n in range(count)]
+            assert tuple(o for group in groups for o in parse_caption(group).objects) == said.objects
+            outside = {w for w, i in zip(words, index) if i is None}
+            assert outside <= {"and", "to", "the", "left", "right", "of", "above", "below", "background",
+                               *BACKGROUNDS}, text
+
+
+def test_phrases_hand_cases():
+    assert phrases("a red circle to the left of a blue square") == [0, 0, 0] + [None] * 4 + [1, 1, 1]
+    assert phrases("two red circles and a square, blue background") == [0, 0, 0, None, 1, 1, 1, None, None]
+    assert phrases("a gray background with a circle") == [0, None, None, 0, 0, 0]
+    assert phrases("") == []
 
 
 def test_example_prompts_parse():

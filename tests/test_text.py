@@ -23,6 +23,8 @@ from minidiff.text import (
     encode_prompts,
     load_clip,
     load_text_encoder,
+    phrase_ids,
+    phrase_loss,
     retrieval_accuracy,
     save_text_encoder,
     split_words,
@@ -141,6 +143,58 @@ def test_duplicates_share_the_target():
     #    third
     emb = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     assert clip_loss(emb, emb, 8.0, same).item() == pytest.approx(2 * math.log(2) / 3, abs=1e-3)
+
+
+def test_phrase_loss_hand_computed():
+    """<bos> "red" "circle" "square": phrases 0, 0, 1; vocabulary of 6 ids (3 red, 4 circle, 5 square)."""
+    tokens, phrase = torch.tensor([[1, 3, 4, 5]]), torch.tensor([[-1, 0, 0, 1]])
+    target = torch.tensor([[0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 1.0]])  # tokens 1-3
+    logits = torch.zeros(1, 4, 6)
+    assert phrase_loss(logits, tokens, phrase).item() == pytest.approx(6 * math.log(2))  # 6 words, p = 1/2
+    logits[0, 1:] = 40 * target - 20  # sure and right: about 0
+    assert phrase_loss(logits, tokens, phrase).item() == pytest.approx(0, abs=1e-6)
+    # a bag of words: every token says "red circle square"; "circle" misses once, "square" twice, 20 nats each
+    logits[0, 1:] = torch.tensor([-20, -20, -20, 20, 20, 20.0])
+    assert phrase_loss(logits, tokens, phrase).item() == pytest.approx((20 + 20 + 40) / 3, rel=1e-6)
+    logits[0, 0] = 100.0  # <bos> is in no phrase: ignored
+    assert phrase_loss(logits, tokens, phrase).item() == pytest.approx((20 + 20 + 40) / 3, rel=1e-6)
+    with pytest.raises(ValueError, match="must agree"):
+        phrase_loss(logits[:, :3], tokens, phrase)
+
+
+def test_phrase_ids_align_with_the_tokens(tokenizer):
+    from minidiff.captions import phrases
+
+    prompts = ["a red circle and a blue square", "two circles"]
+    tokens = tokenizer.encode(prompts, 12)
+    ids = phrase_ids([phrases(p) for p in prompts], 12)
+    words = [tokenizer.decode(tokens[:, i: i + 1]) for i in range(12)]  # token i of each prompt
+    assert [w[0] for w in words[1:8]] == "a red circle and a blue square".split()
+    assert ids[0].tolist() == [-1, 0, 0, 0, -1, 1, 1, 1] + [-1] * 4
+    assert ids[1].tolist() == [-1, 0, 0] + [-1] * 9
+
+
+def test_phrase_weight_trains_a_phrase_head_and_round_trips(tmp_path, tokenizer):
+    """With phrase_weight the stage adds the phrase loss; its head is saved and loaded; a source without
+    phrases (digits) trains plain CLIP, with no head."""
+    from minidiff.data import load_source
+    from minidiff.text import clip_stage
+    from minidiff.training import fit
+
+    config = CLIPConfig(TINY.text, TINY.embed_dim, TINY.image_channels, phrase_weight=1.0)
+    stage = clip_stage(config, load_source("shapes", 16), steps=30, batch_size=16)
+    images, tokens, same, phrase = stage.batch(0, 0)
+    assert phrase.shape == tokens.shape and (phrase[:, 0] == -1).all() and phrase.max() >= 1
+    before = phrase_loss(stage.model(images, tokens)[3], tokens, phrase).item()
+    fit(stage, progress=False, device=torch.device("cpu"))
+    clip = stage.model.eval()
+    assert phrase_loss(clip(images, tokens)[3], tokens, phrase).item() < before - 1.0
+    save_text_encoder(clip, clip.tokenizer, tmp_path / "clip")
+    again = load_clip(tmp_path / "clip")
+    assert again.config.phrase_weight == 1.0 and again.phrase_head is not None
+    torch.testing.assert_close(again(images, tokens)[3], clip(images, tokens)[3])
+    plain = clip_stage(config, load_source("digits", 16), steps=1, batch_size=8).model
+    assert plain.phrase_head is None and plain.config.phrase_weight == 0.0
 
 
 def test_few_training_steps_lower_the_loss():
